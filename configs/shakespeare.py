@@ -1,0 +1,114 @@
+r"""Character-level LSTM on tiny Shakespeare (the post's model), with variants.
+
+Commands (measured results: README.md, "Results"):
+
+  python launch.py --config configs/shakespeare.py          # 3x512 LSTM, dropout 0.5 (GPU-sized)
+  python launch.py --config configs/shakespeare.py:cpu      # best model in 15 min on 2 CPU cores
+  python launch.py --config configs/shakespeare.py:smoke    # < 1 min on 2 CPU cores, every code path
+
+Variants after the colon can be combined with commas (`:cpu,smoke`). Any field
+can be overridden: `--config.model.hidden_size=256 --config.model.cell=gru`.
+"""
+
+from ml_collections import config_dict
+
+
+def get_config(arg: str | None = None) -> config_dict.ConfigDict:
+  config = config_dict.ConfigDict()
+  config.seed = 0  # params, dropout and batch order all derive from it
+
+  # --- data: the text, its vocabulary, splits and batches.
+  config.data = config_dict.ConfigDict()
+  config.data.dataset = 'tinyshakespeare'  # a named dataset (downloaded once, sha256-checked)
+  config.data.path = config_dict.placeholder(str)  # a local text file; wins over `dataset`
+  config.data.vocab = 'char'  # 'char': Unicode code points; 'byte': raw bytes (non-UTF-8 text)
+  config.data.val_fraction = 0.1  # nanoGPT's split: first 90% train, last 10% val
+  config.data.test_fraction = 0.0  # taken from the end, after val
+  config.data.batching = 'streams'  # 'streams': carried state (TBPTT); 'windows': random windows
+  config.data.batch_size = 64
+  config.data.seq_len = 100  # backprop-through-time length
+
+  # --- model: the recurrent network.
+  config.model = config_dict.ConfigDict()
+  config.model.cell = 'lstm'  # 'rnn', 'gru' or 'lstm'
+  config.model.num_layers = 3
+  config.model.hidden_size = 512
+  config.model.embed_size = 0  # 0: one-hot input as in char-rnn; >0: a learned embedding
+  config.model.dropout = 0.5  # on the output of every recurrent layer
+  config.model.unroll = 1  # jax.lax.scan unroll factor (speed only)
+
+  # --- optim: optimizer and learning-rate schedule (all inside the jitted step).
+  config.optim = config_dict.ConfigDict()
+  config.optim.name = 'adam'  # 'adam', 'adamw' or 'rmsprop'
+  config.optim.learning_rate = 2e-3  # peak learning rate
+  config.optim.b1 = 0.9
+  config.optim.b2 = 0.999  # also rmsprop's decay
+  config.optim.weight_decay = 0.0  # adamw only
+  config.optim.grad_clip = 5.0  # global-norm clipping; 0 disables
+  config.optim.schedule = 'cosine'  # 'constant', 'cosine' (warmup + cosine) or 'exponential'
+  config.optim.warmup_steps = 200  # 'cosine' only
+  config.optim.final_lr_fraction = 0.05  # 'cosine': the rate ends at this fraction of the peak
+  config.optim.decay_rate = 0.97  # 'exponential': factor per epoch (char-rnn)
+  config.optim.decay_after_epochs = 10  # 'exponential': epochs before decay starts
+
+  # --- train: length of the run.
+  config.train = config_dict.ConfigDict()
+  config.train.num_steps = 10_000
+
+  # --- eval: full passes over the val split (and the test split at the end).
+  config.eval = config_dict.ConfigDict()
+  config.eval.every_steps = 500
+  config.eval.num_streams = 16  # the split is read as this many contiguous streams
+  config.eval.seq_len = 256  # chunk length of the pass; the state carries across chunks
+
+  # --- log: console, TensorBoard, samples and checkpoints.
+  config.log = config_dict.ConfigDict()
+  config.log.every_steps = 50  # console + TensorBoard scalars (the only host syncs)
+  config.log.checkpoint_every_steps = 500
+  config.log.sample_steps = (100, 300, 500, 700, 1200, 2000)  # then every sample_every_steps
+  config.log.sample_every_steps = 2000
+  config.log.sample_length = 500
+  config.log.sample_temperature = 0.8
+  config.log.sample_prime = '\n'
+
+  for variant in filter(None, (arg or '').split(',')):
+    if variant not in VARIANTS:
+      raise ValueError(f'unknown variant {variant!r} of configs/shakespeare.py; '
+                       f'known: {sorted(VARIANTS)}')
+    VARIANTS[variant](config)
+  return config
+
+
+def _cpu(config):
+  """The best model we could train in 15 minutes on a 2-core CPU (README: Results)."""
+  config.model.num_layers = 2
+  config.model.hidden_size = 256
+  config.model.dropout = 0.1
+  config.data.batch_size = 64
+  config.data.seq_len = 64
+  config.optim.learning_rate = 3e-3
+  config.train.num_steps = 6000
+  config.eval.every_steps = 500
+  config.log.checkpoint_every_steps = 1000
+
+
+def _smoke(config):
+  """Tiny and short, for tests and a first look: real data, every code path."""
+  config.model.num_layers = 2
+  config.model.hidden_size = 32
+  config.model.dropout = 0.1
+  config.data.batch_size = 16
+  config.data.seq_len = 32
+  config.data.test_fraction = 0.05  # exercises the test pass
+  config.train.num_steps = 40
+  config.optim.warmup_steps = 5
+  config.eval.every_steps = 20
+  config.eval.seq_len = 512
+  config.log.every_steps = 10
+  config.log.checkpoint_every_steps = 20
+  config.log.sample_steps = (10,)
+  config.log.sample_every_steps = 20
+  config.log.sample_length = 100
+
+
+VARIANTS = {'cpu': _cpu, 'smoke': _smoke}

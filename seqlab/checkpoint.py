@@ -1,0 +1,51 @@
+"""Checkpoints of a run (orbax-checkpoint): the latest, and the best by val loss.
+
+`RUN_DIR/checkpoints/latest/<step>/` and `RUN_DIR/checkpoints/best/<step>/`,
+one of each kept. A checkpoint holds the whole `TrainState` (params, optimizer
+state, step, carried recurrent state, PRNG key) and a small JSON `meta` (best
+val loss so far, wall time, ...). Orbax writes into a temporary folder and
+renames it when complete, so a partially written checkpoint is never restored.
+"""
+
+import pathlib
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpoints:
+
+  def __init__(self, workdir: pathlib.Path):
+    root = pathlib.Path(workdir).absolute() / 'checkpoints'
+    options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
+    self._managers = {name: ocp.CheckpointManager(root / name, options=options)
+                      for name in ('latest', 'best')}
+
+  def save(self, which: str, step: int, state, meta: dict) -> None:
+    """Starts an (async) save; the arrays are copied off the device before it returns."""
+    self._managers[which].save(
+        step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                      meta=ocp.args.JsonSave(meta)), force=True)
+
+  def latest_step(self, which: str) -> int | None:
+    return self._managers[which].latest_step()
+
+  def restore(self, which: str, like_state, step: int | None = None):
+    """(state, meta) from checkpoint `which`, shaped like `like_state`; None if there is none."""
+    manager = self._managers[which]
+    step = manager.latest_step() if step is None else step
+    if step is None:
+      return None
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_state)
+    restored = manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                      meta=ocp.args.JsonRestore()))
+    return restored['state'], restored['meta']
+
+  def wait(self) -> None:
+    for manager in self._managers.values():
+      manager.wait_until_finished()
+
+  def close(self) -> None:
+    for manager in self._managers.values():
+      manager.close()

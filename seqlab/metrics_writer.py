@@ -1,0 +1,62 @@
+"""Where metrics go: TensorBoard (tensorboardX) event files in the run directory.
+
+Tags: train/loss, train/bpc, val/loss, val/bpc, lr, grad_norm, chars_per_sec,
+text under `samples`, and the run's config as TensorBoard hparams at the end.
+"""
+
+import pathlib
+
+import tensorboardX
+from tensorboardX import summary as tbx_summary
+
+
+def flatten_config(config_dict: dict, prefix: str = '') -> dict:
+  """{'model': {'cell': 'lstm'}} -> {'model.cell': 'lstm'}, keeping bool/int/float/str values."""
+  flat = {}
+  for key, value in config_dict.items():
+    name = f'{prefix}{key}'
+    if isinstance(value, dict):
+      flat.update(flatten_config(value, name + '.'))
+    elif isinstance(value, (bool, int, float, str)):
+      flat[name] = value
+    elif isinstance(value, (list, tuple)):
+      flat[name] = str(value)
+    elif value is None:
+      flat[name] = 'None'
+  return flat
+
+
+class MetricsWriter:
+
+  def __init__(self, workdir: pathlib.Path, purge_step: int | None = None):
+    # purge_step drops events at or after it that an interrupted run left behind,
+    # so curves of a resumed run have no duplicated steps.
+    self._writer = tensorboardX.SummaryWriter(str(workdir), purge_step=purge_step,
+                                              flush_secs=30)
+
+  def scalars(self, step: int, values: dict[str, float]) -> None:
+    for tag, value in values.items():
+      self._writer.add_scalar(tag, value, step)
+
+  def text(self, tag: str, text: str, step: int) -> None:
+    # A fenced block keeps the sample's newlines in TensorBoard's markdown view.
+    self._writer.add_text(tag, '```\n' + text + '\n```', step)
+
+  def hparams(self, hparams: dict, metrics: dict[str, float], step: int) -> None:
+    """Writes hparams into this run's own event file.
+
+    tensorboardX's `add_hparams` would write them into a new sub-run folder;
+    writing the three summaries here puts them next to the run's curves, which
+    is what the HParams dashboard of a sweep expects.
+    """
+    experiment, session_start, session_end = tbx_summary.hparams(hparams, metrics)
+    file_writer = self._writer._get_file_writer()  # pylint: disable=protected-access
+    for summary in (experiment, session_start, session_end):
+      file_writer.add_summary(summary)
+    self.scalars(step, metrics)
+
+  def flush(self) -> None:
+    self._writer.flush()
+
+  def close(self) -> None:
+    self._writer.close()

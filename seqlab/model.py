@@ -1,0 +1,128 @@
+"""The character language model: embedding -> recurrent layers -> softmax.
+
+`logits, carry = model.apply(params, tokens, carry)`: the model takes and returns
+its recurrent state, so training with carried state (truncated BPTT),
+evaluation over a whole split and one-symbol-at-a-time sampling share one code
+path. Each layer scans its cell over the whole sequence (layer-wise scanning)
+so that the input projection of all time steps is one matmul outside the scan.
+
+Initialization: input kernels Glorot-uniform, recurrent kernels orthogonal per
+gate block, biases zero except the LSTM forget gate (1.0, Jozefowicz et al.
+2015) so that the cell state is remembered from the first step.
+"""
+
+import dataclasses
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from seqlab import cells
+from seqlab.errors import SeqlabError
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  vocab_size: int
+  cell: str = 'lstm'
+  num_layers: int = 2
+  hidden_size: int = 256
+  embed_size: int = 0  # 0: one-hot input (char-rnn)
+  dropout: float = 0.0  # on the output of every recurrent layer
+  unroll: int = 1  # jax.lax.scan unroll factor
+
+  def __post_init__(self):
+    if self.cell not in cells.GATES:
+      raise SeqlabError(f'unknown model.cell {self.cell!r}; use one of {sorted(cells.GATES)}')
+    for name in ('vocab_size', 'num_layers', 'hidden_size', 'unroll'):
+      if getattr(self, name) < 1:
+        raise SeqlabError(f'model.{name} must be >= 1, got {getattr(self, name)}')
+    if self.embed_size < 0:
+      raise SeqlabError(f'model.embed_size must be >= 0 (0 = one-hot), got {self.embed_size}')
+    if not 0.0 <= self.dropout < 1.0:
+      raise SeqlabError(f'model.dropout must be in [0, 1), got {self.dropout}')
+
+  @classmethod
+  def from_config(cls, model_config, vocab_size: int) -> 'ModelConfig':
+    fields = {f.name for f in dataclasses.fields(cls)} - {'vocab_size'}
+    return cls(vocab_size=vocab_size, **{k: v for k, v in model_config.items() if k in fields})
+
+
+def init_carry(config: ModelConfig, batch_size: int):
+  """The zero state: a tuple with one carry per layer."""
+  return tuple(cells.init_carry(config.cell, batch_size, config.hidden_size)
+               for _ in range(config.num_layers))
+
+
+def _orthogonal_blocks(num_blocks: int):
+  """Initializer for (H, num_blocks * H): an orthogonal H x H matrix per gate."""
+  def init(key, shape, dtype=jnp.float32):
+    hidden = shape[0]
+    keys = jax.random.split(key, num_blocks)
+    ortho = nn.initializers.orthogonal()
+    return jnp.concatenate([ortho(k, (hidden, hidden), dtype) for k in keys], axis=1)
+  return init
+
+
+def _lstm_bias(key, shape, dtype=jnp.float32):
+  del key
+  hidden = shape[0] // 4
+  return jnp.zeros(shape, dtype).at[hidden:2 * hidden].set(1.0)  # gate order i, f, g, o
+
+
+class RecurrentLayer(nn.Module):
+  """One recurrent layer over a whole sequence: (x BxTxD, carry) -> (h BxTxH, carry)."""
+  cell: str
+  hidden_size: int
+  unroll: int = 1
+
+  @nn.compact
+  def __call__(self, x_BxTxD, carry):
+    gates = cells.GATES[self.cell]
+    width = gates * self.hidden_size
+    kernel_ih = self.param('kernel_ih', nn.initializers.glorot_uniform(),
+                           (x_BxTxD.shape[-1], width))
+    bias_init = _lstm_bias if self.cell == 'lstm' else nn.initializers.zeros_init()
+    bias = self.param('bias', bias_init, (width,))
+    step_params = {'kernel_hh': self.param('kernel_hh', _orthogonal_blocks(gates),
+                                           (self.hidden_size, width))}
+    if self.cell == 'gru':
+      step_params['bias_hn'] = self.param('bias_hn', nn.initializers.zeros_init(),
+                                          (self.hidden_size,))
+    # Hoisted input projection, time-major for the scan.
+    xp_TxBxG = jnp.einsum('btd,dg->tbg', x_BxTxD, kernel_ih) + bias
+    step = functools.partial(cells.STEPS[self.cell], step_params)
+    carry, h_TxBxH = jax.lax.scan(step, carry, xp_TxBxG, unroll=self.unroll)
+    return jnp.swapaxes(h_TxBxH, 0, 1), carry
+
+
+class CharLM(nn.Module):
+  """(tokens BxT int, carry) -> (logits BxTxV, carry). Needs a 'dropout' rng when training."""
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, tokens_BxT, carry, *, train: bool = False):
+    cfg = self.config
+    if cfg.embed_size:
+      x = nn.Embed(cfg.vocab_size, cfg.embed_size, name='embed')(tokens_BxT)
+    else:
+      x = jax.nn.one_hot(tokens_BxT, cfg.vocab_size)
+    new_carry = []
+    for i in range(cfg.num_layers):
+      x, layer_carry = RecurrentLayer(cfg.cell, cfg.hidden_size, cfg.unroll,
+                                      name=f'layer_{i}')(x, carry[i])
+      new_carry.append(layer_carry)
+      x = nn.Dropout(cfg.dropout, deterministic=not train)(x)
+    logits_BxTxV = nn.Dense(cfg.vocab_size, name='decoder')(x)
+    return logits_BxTxV, tuple(new_carry)
+
+
+def init_params(config: ModelConfig, seed: int):
+  model = CharLM(config)
+  tokens = jnp.zeros((1, 1), jnp.int32)
+  return model.init(jax.random.PRNGKey(seed), tokens, init_carry(config, 1))['params']
+
+
+def count_params(params) -> int:
+  return int(sum(x.size for x in jax.tree.leaves(params)))

@@ -1,0 +1,46 @@
+"""Optimizer and learning-rate schedule from `config.optim`, all evaluated inside jit."""
+
+import jax.numpy as jnp
+import optax
+
+from seqlab.errors import SeqlabError
+
+
+def make_schedule(optim_config, num_steps: int, steps_per_epoch: int) -> optax.Schedule:
+  """lr(step) for 'constant', 'cosine' (linear warmup, cosine decay) or 'exponential'.
+
+  'exponential' is char-rnn's: after `decay_after_epochs` epochs the rate is
+  multiplied by `decay_rate` once per epoch.
+  """
+  lr, kind = optim_config.learning_rate, optim_config.schedule
+  warmup = min(optim_config.warmup_steps, num_steps)
+  if kind == 'constant':
+    return optax.constant_schedule(lr)
+  if kind == 'cosine':
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=lr, warmup_steps=warmup, decay_steps=max(num_steps, warmup + 1),
+        end_value=lr * optim_config.final_lr_fraction)
+  if kind == 'exponential':
+    decay_after, rate = optim_config.decay_after_epochs, optim_config.decay_rate
+
+    def schedule(step):
+      epoch = step // steps_per_epoch
+      return lr * rate ** jnp.maximum(0, epoch - decay_after + 1).astype(jnp.float32)
+    return schedule
+  raise SeqlabError(f"unknown optim.schedule {kind!r}; use 'constant', 'cosine' or 'exponential'")
+
+
+def make_optimizer(optim_config, schedule: optax.Schedule) -> optax.GradientTransformation:
+  name = optim_config.name
+  if name == 'adam':
+    opt = optax.adam(schedule, b1=optim_config.b1, b2=optim_config.b2)
+  elif name == 'adamw':
+    opt = optax.adamw(schedule, b1=optim_config.b1, b2=optim_config.b2,
+                      weight_decay=optim_config.weight_decay)
+  elif name == 'rmsprop':
+    opt = optax.rmsprop(schedule, decay=optim_config.b2)
+  else:
+    raise SeqlabError(f"unknown optim.name {name!r}; use 'adam', 'adamw' or 'rmsprop'")
+  if optim_config.grad_clip > 0:
+    opt = optax.chain(optax.clip_by_global_norm(optim_config.grad_clip), opt)
+  return opt

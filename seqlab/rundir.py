@@ -1,0 +1,63 @@
+"""The run directory's small files: config.json, vocab.json, results.json, samples.md.
+
+The run directory *is* the run: re-running with the same directory resumes.
+Files are written atomically (temporary file, then rename), so an interrupted
+write never leaves a half-written file behind.
+"""
+
+import json
+import os
+import pathlib
+import tempfile
+
+from seqlab.errors import SeqlabError
+
+CONFIG_FILENAME = 'config.json'
+RESULTS_FILENAME = 'results.json'
+SAMPLES_FILENAME = 'samples.md'
+# Config fields that fix the shapes of the parameters: a run directory refuses others.
+SHAPE_FIELDS = (('model', 'cell'), ('model', 'num_layers'), ('model', 'hidden_size'),
+                ('model', 'embed_size'), ('data', 'vocab'))
+
+
+def write_atomic(path: pathlib.Path, text: str) -> None:
+  path = pathlib.Path(path)
+  with tempfile.NamedTemporaryFile('w', dir=path.parent, delete=False, encoding='utf-8',
+                                   prefix=f'.{path.name}.') as tmp:
+    tmp.write(text)
+  os.chmod(tmp.name, 0o644)
+  os.replace(tmp.name, path)
+
+
+def load_json(path: pathlib.Path) -> dict | None:
+  path = pathlib.Path(path)
+  return json.loads(path.read_text()) if path.exists() else None
+
+
+def check_compatible(workdir: pathlib.Path, config_dict: dict) -> None:
+  """Raises if `workdir` holds a run whose parameter shapes differ from `config_dict`'s."""
+  saved = load_json(pathlib.Path(workdir) / CONFIG_FILENAME)
+  if saved is None:
+    return
+  for group, field in SHAPE_FIELDS:
+    old, new = saved.get(group, {}).get(field), config_dict[group][field]
+    if old != new:
+      raise SeqlabError(
+          f'{workdir} holds a run with {group}.{field}={old!r}, but the config says {new!r}; '
+          f'use a new --workdir (or set --config.{group}.{field}={old!r} to resume it)')
+
+
+def write_config(workdir: pathlib.Path, config_dict: dict) -> None:
+  write_atomic(pathlib.Path(workdir) / CONFIG_FILENAME,
+               json.dumps(config_dict, indent=2, sort_keys=True, default=str))
+
+
+def write_results(workdir: pathlib.Path, results: dict) -> None:
+  write_atomic(pathlib.Path(workdir) / RESULTS_FILENAME, json.dumps(results, indent=2))
+
+
+def append_sample(workdir: pathlib.Path, step: int, val_loss: float | None, text: str) -> None:
+  """Appends one sample to samples.md: the run's "evolution of samples"."""
+  loss = 'n/a' if val_loss is None else f'{val_loss:.4f}'
+  with open(pathlib.Path(workdir) / SAMPLES_FILENAME, 'a', encoding='utf-8') as f:
+    f.write(f'## step {step} (val loss {loss})\n\n```\n{text}\n```\n\n')

@@ -1,0 +1,79 @@
+"""The train state and the pure train / eval step functions (jit them with `jax.jit`).
+
+Randomness: the dropout key of step t is `fold_in(state.rng, t)`, so the
+randomness of a step does not depend on how the run got there (resume-safe).
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from seqlab import model as model_lib
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array  # int32 scalar: number of updates done
+  params: Any
+  opt_state: Any
+  carry: Any  # recurrent state carried between batches (truncated BPTT)
+  rng: jax.Array  # base PRNG key for dropout
+
+
+def init_state(config: model_lib.ModelConfig, optimizer: optax.GradientTransformation,
+               batch_size: int, seed: int) -> TrainState:
+  params = model_lib.init_params(config, seed)
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    opt_state=optimizer.init(params),
+                    carry=model_lib.init_carry(config, batch_size),
+                    rng=jax.random.PRNGKey(seed + 1))
+
+
+def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
+                    schedule: optax.Schedule):
+  """Returns `train_step(state, inputs_BxT, targets_BxT, reset) -> (state, metrics)`.
+
+  `reset` (a bool scalar) zeroes the carried state before the batch: True for
+  the first batch of an epoch in 'streams' mode and for every batch in 'windows'.
+  Metrics are per-step scalars on device; the loop pulls them to the host
+  only at log intervals.
+  """
+
+  def train_step(state: TrainState, inputs_BxT, targets_BxT, reset):
+    carry = jax.tree.map(lambda c: jnp.where(reset, jnp.zeros_like(c), c), state.carry)
+    dropout_key = jax.random.fold_in(state.rng, state.step)
+
+    def loss_fn(params):
+      logits_BxTxV, new_carry = model.apply({'params': params}, inputs_BxT, carry, train=True,
+                                            rngs={'dropout': dropout_key})
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, targets_BxT).mean()
+      return loss, new_carry
+
+    (loss, new_carry), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    new_state = state.replace(step=state.step + 1,
+                              params=optax.apply_updates(state.params, updates),
+                              opt_state=opt_state, carry=new_carry)
+    metrics = {'loss': loss, 'grad_norm': optax.global_norm(grads), 'lr': schedule(state.step)}
+    return new_state, metrics
+
+  return train_step
+
+
+def make_eval_step(model: nn.Module):
+  """Returns `eval_step(params, carry, inputs, targets, mask) -> (carry, nll_sum, count)`."""
+
+  def eval_step(params, carry, inputs_BxT, targets_BxT, mask_BxT):
+    logits_BxTxV, carry = model.apply({'params': params}, inputs_BxT, carry, train=False)
+    nll_BxT = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, targets_BxT)
+    return carry, jnp.sum(nll_BxT * mask_BxT), jnp.sum(mask_BxT)
+
+  return eval_step
+
+
+def all_finite(tree) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))

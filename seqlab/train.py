@@ -1,0 +1,218 @@
+"""`train_and_evaluate(config, workdir)`: the training loop of a run.
+
+The loop dispatches step t, then assembles batch t+1 on the host while the
+device works; metrics come back to the host only at log, eval and checkpoint
+steps. Everything the run needs is checked before anything is written to the
+run directory, so bad input never corrupts an existing run.
+"""
+
+import dataclasses
+import json
+import math
+import pathlib
+import time
+
+import jax
+import numpy as np
+
+from seqlab import checkpoint
+from seqlab import data
+from seqlab import evaluate as evaluate_lib
+from seqlab import metrics_writer
+from seqlab import model as model_lib
+from seqlab import optim
+from seqlab import rundir
+from seqlab import sampling
+from seqlab import steps
+from seqlab.errors import NonFiniteLossError, SeqlabError
+
+
+@dataclasses.dataclass
+class Setup:
+  """Everything a run needs, built and validated from the config."""
+  config_dict: dict
+  corpus: data.Corpus
+  model_config: model_lib.ModelConfig
+  batches: data.StreamBatches | data.WindowBatches
+  schedule: object
+  optimizer: object
+
+
+def _positive(config, *names):
+  for name in names:
+    group, field = name.split('.')
+    if config[group][field] < 1:
+      raise SeqlabError(f'{name} must be >= 1, got {config[group][field]}')
+
+
+def build(config, workdir: pathlib.Path) -> Setup:
+  """Loads the data and checks the config against it and the run directory; writes nothing."""
+  config_dict = json.loads(config.to_json_best_effort())
+  _positive(config, 'data.batch_size', 'data.seq_len', 'train.num_steps', 'eval.every_steps',
+            'eval.num_streams', 'eval.seq_len', 'log.every_steps', 'log.checkpoint_every_steps',
+            'log.sample_every_steps', 'log.sample_length')
+  rundir.check_compatible(workdir, config_dict)
+  vocab_path = workdir / data.VOCAB_FILENAME
+  vocab = data.Vocabulary.load(vocab_path) if vocab_path.exists() else None
+  path = data.resolve_path(config.data.dataset, config.data.path)
+  corpus = data.load_corpus(path, config.data.vocab, config.data.val_fraction,
+                            config.data.test_fraction, vocab)
+  if len(corpus.val) < 2:
+    raise SeqlabError(f'the val split of {path} has {len(corpus.val)} symbols; use more text '
+                      'or a larger data.val_fraction')
+  model_config = model_lib.ModelConfig.from_config(config.model, corpus.vocab.size)
+  batches = data.make_batches(config.data.batching, corpus.train, config.data.batch_size,
+                              config.data.seq_len, config.seed)
+  schedule = optim.make_schedule(config.optim, config.train.num_steps, batches.batches_per_epoch)
+  optimizer = optim.make_optimizer(config.optim, schedule)
+  return Setup(config_dict, corpus, model_config, batches, schedule, optimizer)
+
+
+def _duration(seconds: float) -> str:
+  seconds = int(seconds)
+  return f'{seconds // 3600}h{seconds // 60 % 60:02d}m' if seconds >= 3600 else \
+      f'{seconds // 60}m{seconds % 60:02d}s'
+
+
+def train_and_evaluate(config, workdir) -> dict:
+  """Trains (or resumes) the run in `workdir`; returns the contents of results.json."""
+  workdir = pathlib.Path(workdir)
+  setup = build(config, workdir)
+  corpus, model_config = setup.corpus, setup.model_config
+  workdir.mkdir(parents=True, exist_ok=True)
+  rundir.write_config(workdir, setup.config_dict)
+  corpus.vocab.save(workdir / data.VOCAB_FILENAME)
+
+  model = model_lib.CharLM(model_config)
+  train_step = jax.jit(steps.make_train_step(model, setup.optimizer, setup.schedule),
+                       donate_argnums=0)
+  eval_step = jax.jit(steps.make_eval_step(model))
+  all_finite = jax.jit(steps.all_finite)
+  sample = sampling.make_sampler(model, config.log.sample_length)
+  prime_ids = corpus.vocab.encode(config.log.sample_prime or corpus.vocab.decode([0]))
+  evaluate = lambda params, tokens: evaluate_lib.evaluate(
+      eval_step, params, model_config, tokens, config.eval.num_streams, config.eval.seq_len)
+
+  num_steps, batch_size, seq_len = config.train.num_steps, config.data.batch_size, config.data.seq_len
+  ckpts = checkpoint.Checkpoints(workdir)
+  state = steps.init_state(model_config, setup.optimizer, batch_size, config.seed)
+  meta = {'best_val_loss': math.inf, 'best_step': None, 'wall_time': 0.0, 'train_time': 0.0,
+          'timed_chars': 0}
+  restored = ckpts.restore('latest', state)
+  if restored is not None:
+    state, meta = restored
+  start = int(state.step)
+  writer = metrics_writer.MetricsWriter(workdir, purge_step=start or None)
+  num_params = model_lib.count_params(state.params)
+  print(f'seqlab: {model_config.num_layers}x{model_config.hidden_size} {model_config.cell}, '
+        f'{num_params:,} params, vocab {corpus.vocab.size}, train/val/test '
+        f'{len(corpus.train):,}/{len(corpus.val):,}/{len(corpus.test):,} chars, '
+        f'{setup.batches.batches_per_epoch} steps/epoch, {jax.devices()[0].platform}; '
+        + (f'resuming at step {start}' if start else f'run dir {workdir}'), flush=True)
+
+  sample_steps = set(config.log.sample_steps)
+  process_start = time.perf_counter()
+  pending = []  # device metrics of steps not yet pulled to the host
+  clock = None  # perf_counter at the start of the current timed stretch of training
+  timed_steps = 0  # steps inside the current timed stretch
+  val = None
+
+  wall_time_before = meta['wall_time']  # of earlier processes of this run
+
+  def save(which: str, step: int) -> None:
+    if not bool(all_finite(state.params)):
+      raise NonFiniteLossError(f'parameters became NaN/Inf by step {step}; not saved. Last good '
+                               f'checkpoint: step {ckpts.latest_step("latest")}')
+    meta['wall_time'] = wall_time_before + time.perf_counter() - process_start
+    ckpts.save(which, step, state, meta)
+
+  def flush(done: int) -> None:
+    """Pulls pending metrics to the host, checks them, logs them."""
+    nonlocal pending, clock, timed_steps
+    host = jax.device_get(pending)
+    now = time.perf_counter()
+    if clock is not None and timed_steps:
+      meta['train_time'] += now - clock
+      meta['timed_chars'] += timed_steps * batch_size * seq_len
+    for i, m in enumerate(host):
+      if not (np.isfinite(m['loss']) and np.isfinite(m['grad_norm'])):
+        raise NonFiniteLossError(
+            f'loss {m["loss"]} / grad norm {m["grad_norm"]} at step {done - len(host) + i + 1}; '
+            f'stopped. The last good checkpoint (step {ckpts.latest_step("latest")}) is kept; '
+            'lower optim.learning_rate or optim.grad_clip and re-run')
+    loss = float(np.mean([m['loss'] for m in host]))
+    cps = timed_steps * batch_size * seq_len / (now - clock) if clock and timed_steps else 0.0
+    writer.scalars(done, {'train/loss': loss, 'train/bpc': evaluate_lib.bits(loss),
+                          'lr': float(host[-1]['lr']), 'grad_norm': float(host[-1]['grad_norm'])})
+    if cps:
+      writer.scalars(done, {'chars_per_sec': cps})
+    if done % config.log.every_steps == 0 or done == num_steps:
+      rate = (now - process_start) / (done - start)
+      print(f'step {done}/{num_steps} | loss {loss:.4f} | {cps / 1e3:.1f}k chars/s | '
+            f'ETA {_duration(rate * (num_steps - done))}', flush=True)
+    pending, clock, timed_steps = [], now, 0
+
+  try:
+    for step in range(start, num_steps):
+      inputs, targets, reset = setup.batches.batch(step)
+      state, metrics = train_step(state, inputs, targets, reset)
+      pending.append(metrics)
+      done = step + 1
+      if clock is None:  # this step may include compilation or other work: leave it out
+        jax.block_until_ready(metrics)
+        clock = time.perf_counter()
+      else:
+        timed_steps += 1
+      is_eval = done % config.eval.every_steps == 0 or done == num_steps
+      is_ckpt = done % config.log.checkpoint_every_steps == 0 or done == num_steps
+      is_sample = done in sample_steps or done % config.log.sample_every_steps == 0
+      if is_eval or is_ckpt or is_sample or done % config.log.every_steps == 0:
+        flush(done)
+      if is_eval or is_ckpt or is_sample:
+        clock = None  # the next stretch starts after this work, at the next step's end
+      if is_eval:
+        val = evaluate(state.params, corpus.val)
+        writer.scalars(done, {'val/loss': val['loss'], 'val/bpc': val['bpc']})
+        print(f'step {done}/{num_steps} | val loss {val["loss"]:.4f} | val bpc {val["bpc"]:.4f}',
+              flush=True)
+        if val['loss'] < meta['best_val_loss']:
+          meta['best_val_loss'], meta['best_step'] = val['loss'], done
+          save('best', done)
+      if is_ckpt:
+        save('latest', done)
+      if is_sample:
+        ids = sample(state.params, prime_ids, 1, jax.random.fold_in(
+            jax.random.PRNGKey(config.seed), done), config.log.sample_temperature)
+        text = corpus.vocab.decode(prime_ids) + corpus.vocab.decode(ids[0])
+        writer.text('samples', text, done)
+        rundir.append_sample(workdir, done, val['loss'] if val else None, text)
+    ckpts.wait()
+    if val is None:  # the run was already complete: evaluate the final state again
+      val = evaluate(state.params, corpus.val)
+    results = {
+        'val_loss': val['loss'], 'val_bpc': val['bpc'],
+        'best_val_loss': meta['best_val_loss'], 'best_step': meta['best_step'],
+        'steps': num_steps, 'chars_seen': num_steps * batch_size * seq_len,
+        'chars_per_sec': meta['timed_chars'] / meta['train_time'] if meta['train_time'] else None,
+        'num_params': num_params,
+        'wall_time': wall_time_before + time.perf_counter() - process_start,
+    }
+    if len(corpus.test) >= 2:
+      best = ckpts.restore('best', state)
+      test = evaluate(best[0].params if best else state.params, corpus.test)
+      results.update(test_loss=test['loss'], test_bpc=test['bpc'])
+    final = {f'final/{k}': v for k, v in results.items()
+             if k in ('val_loss', 'val_bpc', 'best_val_loss', 'test_loss', 'test_bpc',
+                      'chars_per_sec', 'num_params') and v is not None}
+    writer.hparams(metrics_writer.flatten_config(setup.config_dict), final, num_steps)
+    rundir.write_results(workdir, results)
+  finally:
+    ckpts.wait()
+    ckpts.close()
+    writer.close()
+
+  print(f'done: val loss {results["val_loss"]:.4f} nats/char = {results["val_bpc"]:.4f} bits/char'
+        + (f', test loss {results["test_loss"]:.4f} nats/char ({results["test_bpc"]:.4f} bpc)'
+           if 'test_loss' in results else '')
+        + f'\nrun dir: {workdir}\nTensorBoard: tensorboard --logdir {workdir}', flush=True)
+  return results
