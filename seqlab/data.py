@@ -63,13 +63,16 @@ def resolve_path(dataset: str | None, path: str | None) -> pathlib.Path:
   target = data_dir() / dataset / 'input.txt'
   if target.exists():
     return target
+  tmp_path = None
   try:
     target.parent.mkdir(parents=True, exist_ok=True)
-    with urllib.request.urlopen(url, timeout=60) as response, tempfile.NamedTemporaryFile(
-        dir=target.parent, delete=False) as tmp:
-      shutil.copyfileobj(response, tmp)
-    tmp_path = pathlib.Path(tmp.name)
+    with urllib.request.urlopen(url, timeout=60) as response:
+      with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
+        tmp_path = pathlib.Path(tmp.name)
+        shutil.copyfileobj(response, tmp)
   except OSError as e:  # urllib.error.URLError is an OSError.
+    if tmp_path is not None:
+      tmp_path.unlink(missing_ok=True)
     raise SeqlabError(
         f'could not download {dataset} ({e}); put the file at {target} '
         '(or set SEQLAB_DATA_DIR to a directory holding '

@@ -74,8 +74,12 @@ def _duration(seconds: float) -> str:
       f'{seconds // 60}m{seconds % 60:02d}s'
 
 
-def train_and_evaluate(config, workdir) -> dict:
-  """Trains (or resumes) the run in `workdir`; returns the contents of results.json."""
+def train_and_evaluate(config, workdir, stop_at_step: int | None = None) -> dict | None:
+  """Trains (or resumes) the run in `workdir`; returns the contents of results.json.
+
+  `stop_at_step` stops early after that step with a checkpoint, as a preempted
+  run would (returns None); re-running continues from there.
+  """
   workdir = pathlib.Path(workdir)
   setup = build(config, workdir)
   corpus, model_config = setup.corpus, setup.model_config
@@ -102,7 +106,8 @@ def train_and_evaluate(config, workdir) -> dict:
   if restored is not None:
     state, meta = restored
   start = int(state.step)
-  writer = metrics_writer.MetricsWriter(workdir, purge_step=start or None)
+  # Steps after the checkpoint were logged by a process that died: drop them.
+  writer = metrics_writer.MetricsWriter(workdir, purge_step=start + 1 if start else None)
   num_params = model_lib.count_params(state.params)
   print(f'seqlab: {model_config.num_layers}x{model_config.hidden_size} {model_config.cell}, '
         f'{num_params:,} params, vocab {corpus.vocab.size}, train/val/test '
@@ -163,8 +168,9 @@ def train_and_evaluate(config, workdir) -> dict:
         clock = time.perf_counter()
       else:
         timed_steps += 1
+      stopping = done == stop_at_step
       is_eval = done % config.eval.every_steps == 0 or done == num_steps
-      is_ckpt = done % config.log.checkpoint_every_steps == 0 or done == num_steps
+      is_ckpt = done % config.log.checkpoint_every_steps == 0 or done == num_steps or stopping
       is_sample = done in sample_steps or done % config.log.sample_every_steps == 0
       if is_eval or is_ckpt or is_sample or done % config.log.every_steps == 0:
         flush(done)
@@ -186,6 +192,9 @@ def train_and_evaluate(config, workdir) -> dict:
         text = corpus.vocab.decode(prime_ids) + corpus.vocab.decode(ids[0])
         writer.text('samples', text, done)
         rundir.append_sample(workdir, done, val['loss'] if val else None, text)
+      if stopping:
+        print(f'stopped after step {done}; re-run the same command to continue', flush=True)
+        return None
     ckpts.wait()
     if val is None:  # the run was already complete: evaluate the final state again
       val = evaluate(state.params, corpus.val)

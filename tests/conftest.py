@@ -1,0 +1,41 @@
+"""Shared fixtures. Tests never use the network: named datasets come from
+$SEQLAB_DATA_DIR, which defaults here to ../shared/data beside the checkout."""
+
+import os
+import pathlib
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault('SEQLAB_DATA_DIR', str(ROOT.parent / 'shared' / 'data'))
+
+from configs import shakespeare  # pylint: disable=g-import-not-at-top
+
+
+def tiny_config(path, **overrides):
+  """The smoke config on a given text file, with dotted-key overrides."""
+  config = shakespeare.get_config('smoke')
+  config.data.path = str(path)
+  config.data.test_fraction = 0.0
+  config.model.hidden_size = 16
+  config.data.batch_size = 4
+  config.data.seq_len = 8
+  config.eval.num_streams = 4
+  config.eval.seq_len = 16
+  config.log.sample_length = 20
+  for key, value in overrides.items():
+    group, field = key.split('.')
+    config[group][field] = value
+  return config
+
+
+@pytest.fixture
+def text_file(tmp_path):
+  """A small corpus with structure a model can learn quickly."""
+  lines = [f'{name}: the {thing} is {adj}.\n' for name in ('ANNA', 'BORIS', 'CLEO')
+           for thing in ('cat', 'sea', 'moon', 'road') for adj in ('red', 'calm', 'old')]
+  path = tmp_path / 'corpus.txt'
+  path.write_text(''.join(lines) * 8)
+  return path

@@ -1,0 +1,143 @@
+"""Data: datasets, vocabulary, splits, batches and their errors."""
+
+import hashlib
+import os
+import pathlib
+
+import numpy as np
+import pytest
+
+from seqlab import data
+from seqlab.errors import SeqlabError
+
+
+def test_vocabulary_round_trips_non_ascii_text(tmp_path):
+  text = 'Привет, мир! 你好，世界。 emoji: 🙂🚀 café\nñ\tend'
+  path = tmp_path / 'multi.txt'
+  path.write_text(text, encoding='utf-8')
+  corpus = data.load_corpus(path, 'char', 0.2, 0.0)
+  vocab = corpus.vocab
+  assert vocab.size == len(set(text))
+  ids = np.concatenate([corpus.train, corpus.val])
+  assert vocab.decode(ids) == text
+  assert vocab.decode(vocab.encode('мир 🚀')) == 'мир 🚀'
+  vocab.save(tmp_path / 'vocab.json')
+  assert data.Vocabulary.load(tmp_path / 'vocab.json') == vocab
+
+
+def test_byte_vocabulary_reads_non_utf8_and_char_mode_explains(tmp_path):
+  raw = bytes([0xff, 0xfe, 0x41, 0x42, 0x80]) * 20
+  path = tmp_path / 'latin.bin'
+  path.write_bytes(raw)
+  corpus = data.load_corpus(path, 'byte', 0.1, 0.0)
+  assert corpus.vocab.symbols == (0x41, 0x42, 0x80, 0xfe, 0xff)
+  assert bytes(corpus.vocab.symbols[i] for i in np.concatenate([corpus.train, corpus.val])) == raw
+  with pytest.raises(SeqlabError, match='not UTF-8.*data.vocab=byte'):
+    data.load_corpus(path, 'char', 0.1, 0.0)
+
+
+def test_symbols_outside_a_saved_vocabulary_are_named():
+  vocab = data.Vocabulary('char', tuple(map(ord, 'abc')))
+  with pytest.raises(SeqlabError, match="outside the vocabulary: \\['z'\\]"):
+    vocab.encode('abz')
+
+
+def test_splits_are_nanogpt_slices_independent_of_batching(text_file):
+  a = data.load_corpus(text_file, 'char', 0.1, 0.0)
+  n = len(text_file.read_text())
+  assert len(a.train) == int(n * 0.9) and len(a.val) == n - int(n * 0.9) and len(a.test) == 0
+  b = data.load_corpus(text_file, 'char', 0.1, 0.05)
+  assert len(b.train) == int(n * 0.85) and len(b.test) == n - int(n * 0.95)
+  np.testing.assert_array_equal(np.concatenate([b.train, b.val, b.test]),
+                                np.concatenate([a.train, a.val]))
+  # Splits do not depend on batch size or sequence length: batching only reads `train`.
+  for batch_size, seq_len in ((2, 5), (7, 3)):
+    batches = data.StreamBatches(a.train, batch_size, seq_len, seed=0)
+    inputs, _, _ = batches.batch(0)
+    assert set(inputs.reshape(-1)) <= set(a.train)
+
+
+def test_stream_batches_continue_each_stream_and_reset_per_epoch():
+  tokens = np.arange(1000, dtype=np.int32)  # token value == position
+  batches = data.StreamBatches(tokens, batch_size=4, seq_len=10, seed=3)
+  x0, y0, reset0 = batches.batch(0)
+  x1, y1, reset1 = batches.batch(1)
+  assert reset0 and not reset1
+  np.testing.assert_array_equal(y0, x0 + 1)  # targets are the next symbols
+  np.testing.assert_array_equal(x1, x0 + 10)  # the next batch continues every stream
+  np.testing.assert_array_equal(np.diff(x0[:, 0]), batches.stream_len)  # streams are contiguous
+  epoch = batches.batches_per_epoch
+  assert batches.batch(epoch)[2] and not batches.batch(epoch + 1)[2]
+  assert x0.max() < 1000 and batches.batch(epoch - 1)[1].max() < 1000
+  # A pure function of (seed, step).
+  np.testing.assert_array_equal(batches.batch(5)[0], data.StreamBatches(tokens, 4, 10, 3).batch(5)[0])
+
+
+def test_window_batches_are_random_and_reproducible():
+  tokens = np.arange(500, dtype=np.int32)
+  batches = data.WindowBatches(tokens, batch_size=8, seq_len=12, seed=1)
+  x, y, reset = batches.batch(7)
+  assert reset and x.shape == (8, 12)
+  np.testing.assert_array_equal(y, x + 1)
+  np.testing.assert_array_equal(np.diff(x, axis=1), 1)
+  np.testing.assert_array_equal(x, data.WindowBatches(tokens, 8, 12, 1).batch(7)[0])
+  assert not np.array_equal(x, batches.batch(8)[0])
+
+
+@pytest.mark.parametrize('n,streams,seq_len', [(100, 4, 7), (37, 16, 5), (5, 8, 3), (64, 4, 16)])
+def test_eval_chunks_cover_every_prediction_once(n, streams, seq_len):
+  tokens = np.arange(n, dtype=np.int32)
+  seen = []
+  for inputs, targets, mask in data.eval_chunks(tokens, streams, seq_len):
+    assert inputs.shape == (min(streams, n - 1), seq_len)
+    keep = mask > 0
+    np.testing.assert_array_equal(targets[keep], inputs[keep] + 1)
+    seen.extend(inputs[keep].tolist())
+  assert sorted(seen) == list(range(n - 1))
+
+
+def test_named_dataset_is_found_in_data_dir():
+  path = data.resolve_path('tinyshakespeare', None)
+  assert path == data.data_dir() / 'tinyshakespeare' / 'input.txt'
+  assert hashlib.sha256(path.read_bytes()).hexdigest() == data.DATASETS['tinyshakespeare'][1]
+
+
+def test_failed_download_says_where_to_put_the_file(tmp_path, monkeypatch):
+  monkeypatch.setenv('SEQLAB_DATA_DIR', str(tmp_path))
+  missing = (tmp_path / 'nowhere.txt').as_uri()  # a URL that fails without any network
+  monkeypatch.setitem(data.DATASETS, 'tinyshakespeare', (missing, 'x'))
+  with pytest.raises(SeqlabError) as e:
+    data.resolve_path('tinyshakespeare', None)
+  assert str(tmp_path / 'tinyshakespeare' / 'input.txt') in str(e.value)
+  assert '\n' not in str(e.value)
+
+
+def test_download_is_checked_against_sha256(tmp_path, monkeypatch):
+  source = tmp_path / 'served.txt'
+  source.write_text('hello')
+  monkeypatch.setenv('SEQLAB_DATA_DIR', str(tmp_path / 'cache'))
+  monkeypatch.setitem(data.DATASETS, 'tiny', (source.as_uri(), hashlib.sha256(b'hello').hexdigest()))
+  assert data.resolve_path('tiny', None).read_text() == 'hello'
+  monkeypatch.setitem(data.DATASETS, 'other', (source.as_uri(), '0' * 64))
+  with pytest.raises(SeqlabError, match='wrong sha256'):
+    data.resolve_path('other', None)
+  assert not (tmp_path / 'cache' / 'other' / 'input.txt').exists()
+
+
+def test_bad_paths_and_short_corpora_give_clear_errors(tmp_path):
+  with pytest.raises(SeqlabError, match='does not exist'):
+    data.resolve_path(None, str(tmp_path / 'missing.txt'))
+  with pytest.raises(SeqlabError, match='is a directory'):
+    data.resolve_path(None, str(tmp_path))
+  empty = tmp_path / 'empty.txt'
+  empty.write_text('')
+  with pytest.raises(SeqlabError, match='is empty'):
+    data.load_corpus(empty, 'char', 0.1, 0.0)
+  with pytest.raises(SeqlabError, match='fewer than one batch'):
+    data.StreamBatches(np.arange(50, dtype=np.int32), batch_size=8, seq_len=10, seed=0)
+  with pytest.raises(SeqlabError, match='fewer than one batch'):
+    data.WindowBatches(np.arange(50, dtype=np.int32), batch_size=8, seq_len=10, seed=0)
+  with pytest.raises(SeqlabError, match='unknown dataset'):
+    data.resolve_path('wikipedia', None)
+  with pytest.raises(SeqlabError, match='split fractions'):
+    data.split_bounds(100, 0.6, 0.5)

@@ -1,0 +1,99 @@
+"""Configs and the command line: every config loads, variants apply, errors are one clear line."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from configs import shakespeare
+
+CONFIG_FILES = sorted((ROOT / 'configs').glob('*.py'))
+
+
+def _launch(*args, cwd=ROOT):
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+  return subprocess.run([sys.executable, str(ROOT / 'launch.py'), *args], cwd=cwd, env=env,
+                        capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize('path', CONFIG_FILES, ids=lambda p: p.name)
+def test_every_config_and_variant_loads(path):
+  namespace = {}
+  exec(compile(path.read_text(), str(path), 'exec'), namespace)  # as config_flags loads it
+  base = namespace['get_config']()
+  for field in ('data.path', 'data.batch_size', 'data.seq_len', 'model.cell', 'model.num_layers',
+                'model.hidden_size', 'model.dropout', 'seed'):
+    node = base
+    for part in field.split('.'):
+      node = node[part] if part in node else pytest.fail(f'{path.name} lacks {field}')
+  for variant in namespace.get('VARIANTS', {}):
+    assert namespace['get_config'](variant) != base, variant
+
+
+def test_variants_apply_and_unknown_ones_fail():
+  base, smoke, cpu = (shakespeare.get_config(a) for a in (None, 'smoke', 'cpu'))
+  assert (base.model.num_layers, base.model.hidden_size, base.model.dropout) == (3, 512, 0.5)
+  assert smoke.train.num_steps < 100 and smoke.model.hidden_size < base.model.hidden_size
+  assert (cpu.model.num_layers, cpu.model.hidden_size) == (2, 256)
+  both = shakespeare.get_config('cpu,smoke')
+  assert both.model.hidden_size == smoke.model.hidden_size and both.optim.learning_rate == 5e-3
+  with pytest.raises(ValueError, match="unknown variant 'huge'"):
+    shakespeare.get_config('huge')
+
+
+def test_smoke_run_end_to_end_and_resume(tmp_path):
+  workdir = tmp_path / 'smoke'
+  first = _launch('--config', 'configs/shakespeare.py:smoke', '--workdir', str(workdir),
+                  '--config.model.cell=gru', '--config.model.hidden_size=24')
+  assert first.returncode == 0, first.stderr[-2000:]
+  for text in ('step 40/40', 'val loss', 'bits/char', f'tensorboard --logdir {workdir}'):
+    assert text in first.stdout, text
+  results = json.loads((workdir / 'results.json').read_text())
+  saved = json.loads((workdir / 'config.json').read_text())
+  assert saved['model']['cell'] == 'gru' and saved['model']['hidden_size'] == 24
+  assert results['steps'] == 40 and 0 < results['val_loss'] < 4.2 and results['test_loss'] > 0
+  again = _launch('--config', 'configs/shakespeare.py:smoke', '--workdir', str(workdir),
+                  '--config.model.cell=gru', '--config.model.hidden_size=24')
+  assert again.returncode == 0 and 'resuming at step 40' in again.stdout
+  assert json.loads((workdir / 'results.json').read_text())['val_loss'] == pytest.approx(
+      results['val_loss'], rel=1e-6)
+
+
+def test_default_workdir_is_named_after_the_config(tmp_path):
+  sys.path.insert(0, str(ROOT))
+  import launch  # pylint: disable=g-import-not-at-top
+  name = launch.default_workdir('configs/shakespeare.py:cpu,smoke')
+  assert name.parent == pathlib.Path('runs') and name.name.startswith('shakespeare-cpu-smoke-')
+
+
+@pytest.mark.parametrize('args,message', [
+    (['--config.data.path=/no/such/file.txt'], 'data file /no/such/file.txt does not exist'),
+    (['--config.data.path={tmp}'], 'is a directory'),
+    (['--config.data.path={empty}'], 'is empty'),
+    (['--config.data.path={short}'], 'fewer than one batch'),
+    (['--config.model.cell=transformer'], "unknown model.cell 'transformer'"),
+    (['--config.optim.name=sgd'], "unknown optim.name 'sgd'"),
+])
+def test_bad_input_is_one_clear_line_and_writes_nothing(tmp_path, args, message):
+  (tmp_path / 'empty.txt').write_text('')
+  (tmp_path / 'short.txt').write_text('too short for a batch\n' * 3)
+  args = [a.format(tmp=tmp_path, empty=tmp_path / 'empty.txt', short=tmp_path / 'short.txt')
+          for a in args]
+  workdir = tmp_path / 'run'
+  result = _launch('--config', 'configs/shakespeare.py:smoke', '--workdir', str(workdir), *args)
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1].startswith('error: ')
+  assert message in result.stderr and 'Traceback' not in result.stderr
+  assert not workdir.exists()
+
+
+def test_unknown_config_key_is_an_error(tmp_path):
+  result = _launch('--config', 'configs/shakespeare.py:smoke', '--workdir', str(tmp_path / 'r'),
+                   '--config.model.hiden_size=3')
+  assert result.returncode != 0
+  assert 'hiden_size' in result.stderr and 'Traceback' not in result.stderr
+  assert not (tmp_path / 'r').exists()

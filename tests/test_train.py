@@ -1,0 +1,201 @@
+"""The training loop: learning, exact resume, compile count, NaN handling, run directory."""
+
+import json
+import logging
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing import event_accumulator
+
+from conftest import tiny_config
+from seqlab import checkpoint
+from seqlab import data
+from seqlab import evaluate as evaluate_lib
+from seqlab import model as model_lib
+from seqlab import optim
+from seqlab import steps
+from seqlab import train
+from seqlab.errors import NonFiniteLossError, SeqlabError
+
+
+def _events(workdir):
+  acc = event_accumulator.EventAccumulator(str(workdir), size_guidance={'scalars': 0, 'tensors': 0})
+  acc.Reload()
+  return acc
+
+
+def _scalars(workdir, tag):
+  return [(e.step, e.value) for e in _events(workdir).Scalars(tag)]
+
+
+def _final_state(workdir, config):
+  setup = train.build(config, workdir)
+  like = steps.init_state(setup.model_config, setup.optimizer, config.data.batch_size, config.seed)
+  return checkpoint.Checkpoints(workdir).restore('latest', like)[0]
+
+
+def test_loss_falls_on_a_small_corpus(text_file, tmp_path):
+  config = tiny_config(text_file, **{'train.num_steps': 150, 'optim.learning_rate': 1e-2,
+                                     'model.hidden_size': 32, 'eval.every_steps': 50})
+  results = train.train_and_evaluate(config, tmp_path / 'run')
+  losses = _scalars(tmp_path / 'run', 'train/loss')
+  vocab_size = len(set(text_file.read_text()))
+  assert losses[0][1] > math.log(vocab_size) - 0.3  # starts near uniform
+  assert results['val_loss'] < 1.0 < losses[0][1] - 1.5
+  val = _scalars(tmp_path / 'run', 'val/loss')
+  assert [s for s, _ in val] == [50, 100, 150] and val[-1][1] < val[0][1]
+
+
+@pytest.mark.parametrize('batching', ['streams', 'windows'])
+def test_resume_equals_uninterrupted(text_file, tmp_path, batching):
+  # Dropout, carried state across an epoch boundary, and a stop between checkpoints.
+  config = tiny_config(text_file, **{'data.batching': batching, 'model.dropout': 0.2,
+                                     'train.num_steps': 30, 'eval.every_steps': 10,
+                                     'log.checkpoint_every_steps': 10, 'log.every_steps': 1})
+  assert train.build(config, tmp_path / 'x').batches.batches_per_epoch < 30
+  whole = train.train_and_evaluate(config, tmp_path / 'whole')
+  assert train.train_and_evaluate(config, tmp_path / 'split', stop_at_step=13) is None
+  assert _final_state(tmp_path / 'split', config).step == 13
+  resumed = train.train_and_evaluate(config, tmp_path / 'split')
+  for key in ('val_loss', 'best_val_loss', 'best_step', 'steps', 'chars_seen'):
+    assert resumed[key] == pytest.approx(whole[key], rel=1e-6), key
+  a, b = _final_state(tmp_path / 'whole', config), _final_state(tmp_path / 'split', config)
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7), a, b)
+  # Per-step losses match, and the resumed run's curve has no duplicated steps.
+  whole_losses, split_losses = (_scalars(tmp_path / d, 'train/loss') for d in ('whole', 'split'))
+  assert [s for s, _ in split_losses] == list(range(1, 31))
+  np.testing.assert_allclose([v for _, v in split_losses], [v for _, v in whole_losses], rtol=1e-6)
+
+
+def test_train_step_compiles_once(text_file, tmp_path, caplog):
+  config = tiny_config(text_file, **{'train.num_steps': 20, 'eval.every_steps': 5,
+                                     'log.every_steps': 3, 'log.checkpoint_every_steps': 4})
+  jax.config.update('jax_log_compiles', True)
+  try:
+    with caplog.at_level(logging.WARNING):
+      train.train_and_evaluate(config, tmp_path / 'run', stop_at_step=9)
+      train.train_and_evaluate(config, tmp_path / 'run')  # resumed state must not retrace
+  finally:
+    jax.config.update('jax_log_compiles', False)
+  compiles = [r.getMessage() for r in caplog.records if 'Compiling' in r.getMessage()]
+  for name in ('train_step', 'eval_step'):
+    count = sum(f'jit({name})' in m for m in compiles)
+    assert count == 2, f'{name} compiled {count} times in two processes: {compiles}'
+
+
+def test_jit_train_step_equals_no_jit(text_file):
+  config = tiny_config(text_file, **{'model.dropout': 0.3})
+  setup = train.build(config, text_file.parent / 'unused')
+  model = model_lib.CharLM(setup.model_config)
+  step_fn = steps.make_train_step(model, setup.optimizer, setup.schedule)
+  state = steps.init_state(setup.model_config, setup.optimizer, 4, 0)
+  inputs, targets, _ = setup.batches.batch(0)
+  jitted = jax.jit(step_fn)(state, inputs, targets, False)
+  with jax.disable_jit():
+    eager = step_fn(state, inputs, targets, False)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), jitted, eager)
+
+
+def test_evaluate_equals_one_pass_over_the_split(text_file):
+  config = model_lib.ModelConfig(vocab_size=20, hidden_size=8)
+  model, params = model_lib.CharLM(config), model_lib.init_params(config, 0)
+  tokens = np.random.default_rng(0).integers(0, 20, size=200).astype(np.int32)
+  result = evaluate_lib.evaluate(jax.jit(steps.make_eval_step(model)), params, config, tokens,
+                                 num_streams=1, seq_len=7)
+  logits, _ = model.apply({'params': params}, tokens[None, :-1], model_lib.init_carry(config, 1))
+  nll = -jax.nn.log_softmax(logits[0])[np.arange(199), tokens[1:]]
+  assert result['chars'] == 199
+  assert result['loss'] == pytest.approx(float(jnp.mean(nll)), rel=1e-5)
+  assert result['bpc'] == pytest.approx(result['loss'] / math.log(2))
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(text_file, tmp_path):
+  config = tiny_config(text_file, **{'train.num_steps': 10, 'optim.schedule': 'constant'})
+  train.train_and_evaluate(config, tmp_path / 'run')
+  good = _final_state(tmp_path / 'run', config)
+  config.train.num_steps, config.optim.learning_rate, config.optim.grad_clip = 40, 1e30, 0.0
+  config.log.every_steps = 5
+  with pytest.raises(NonFiniteLossError, match=r'at step 1[1-5]; stopped.*step 10\)'):
+    train.train_and_evaluate(config, tmp_path / 'run')
+  kept = _final_state(tmp_path / 'run', config)
+  assert int(kept.step) == 10 and bool(steps.all_finite(kept.params))
+  jax.tree.map(np.testing.assert_array_equal, kept.params, good.params)
+
+
+def test_refuses_to_resume_with_another_model_shape(text_file, tmp_path):
+  config = tiny_config(text_file, **{'train.num_steps': 4})
+  train.train_and_evaluate(config, tmp_path / 'run')
+  before = {p.name: p.read_bytes() for p in (tmp_path / 'run').iterdir() if p.is_file()}
+  config.model.hidden_size = 32
+  with pytest.raises(SeqlabError, match='model.hidden_size=16.*new --workdir'):
+    train.train_and_evaluate(config, tmp_path / 'run')
+  after = {p.name: p.read_bytes() for p in (tmp_path / 'run').iterdir() if p.is_file()}
+  assert after == before
+
+
+def test_run_directory_holds_the_run(text_file, tmp_path):
+  config = tiny_config(text_file, **{'train.num_steps': 12, 'eval.every_steps': 6,
+                                     'log.sample_steps': (4,), 'log.sample_every_steps': 8,
+                                     'data.test_fraction': 0.1})
+  run = tmp_path / 'run'
+  results = train.train_and_evaluate(config, run)
+  assert json.loads((run / 'results.json').read_text()) == results
+  assert results['steps'] == 12 and results['chars_seen'] == 12 * 4 * 8
+  assert results['val_bpc'] == pytest.approx(results['val_loss'] / math.log(2))
+  assert results['num_params'] == model_lib.count_params(_final_state(run, config).params)
+  for key in ('test_loss', 'test_bpc', 'chars_per_sec', 'wall_time', 'best_val_loss'):
+    assert results[key] > 0, key
+  assert json.loads((run / 'config.json').read_text())['model']['hidden_size'] == 16
+  assert data.Vocabulary.load(run / 'vocab.json').size == len(set(text_file.read_text()))
+  assert (run / 'checkpoints' / 'latest' / '12').is_dir()
+  assert (run / 'checkpoints' / 'best').is_dir()
+  samples = (run / 'samples.md').read_text()
+  assert '## step 4 (val loss n/a)' in samples and '## step 8 (val loss' in samples
+
+  events = _events(run)
+  for tag in ('train/loss', 'train/bpc', 'val/loss', 'val/bpc', 'lr', 'grad_norm',
+              'chars_per_sec', 'final/val_loss'):
+    assert tag in events.Tags()['scalars'], tag
+  sample_tags = [t for t in events.Tags()['tensors'] if t.startswith('samples')]
+  assert len(sample_tags) == 1  # one tag, so TensorBoard's slider walks through training
+  assert [e.step for e in events.Tensors(sample_tags[0])] == [4, 8]
+  assert 'hparams' in events.PluginTagToContent('hparams') or \
+      events.PluginTagToContent('hparams')
+  # add_hparams would have made a sub-run folder; everything is in the run's own event file.
+  assert [p for p in run.iterdir() if p.is_dir()] == [run / 'checkpoints']
+
+
+def test_test_loss_comes_from_the_best_checkpoint(text_file, tmp_path):
+  config = tiny_config(text_file, **{'train.num_steps': 12, 'eval.every_steps': 4,
+                                     'data.test_fraction': 0.1})
+  results = train.train_and_evaluate(config, tmp_path / 'run')
+  setup = train.build(config, tmp_path / 'run')
+  like = steps.init_state(setup.model_config, setup.optimizer, 4, 0)
+  best, meta = checkpoint.Checkpoints(tmp_path / 'run').restore('best', like)
+  assert meta['best_step'] == results['best_step'] == int(best.step)
+  model = model_lib.CharLM(setup.model_config)
+  test = evaluate_lib.evaluate(jax.jit(steps.make_eval_step(model)), best.params,
+                               setup.model_config, setup.corpus.test, 4, 16)
+  assert results['test_loss'] == pytest.approx(test['loss'], rel=1e-6)
+
+
+def test_schedules():
+  config = tiny_config('unused').optim
+  config.learning_rate, config.decay_rate, config.decay_after_epochs = 1.0, 0.5, 2
+  config.schedule = 'exponential'
+  lr = optim.make_schedule(config, num_steps=100, steps_per_epoch=10)
+  # char-rnn: epochs 0 and 1 at the base rate, then halved once per epoch.
+  assert [float(lr(s)) for s in (0, 19, 20, 29, 30, 45)] == [1.0, 1.0, 0.5, 0.5, 0.25, 0.125]
+  config.schedule, config.warmup_steps, config.final_lr_fraction = 'cosine', 10, 0.1
+  lr = optim.make_schedule(config, num_steps=100, steps_per_epoch=10)
+  assert float(lr(0)) == 0.0 and float(lr(10)) == pytest.approx(1.0)
+  assert float(lr(100)) == pytest.approx(0.1) and 0.1 < float(lr(50)) < 1.0
+  config.schedule = 'linear'
+  with pytest.raises(SeqlabError, match='optim.schedule'):
+    optim.make_schedule(config, 100, 10)
+  config.name = 'sgd'
+  with pytest.raises(SeqlabError, match='optim.name'):
+    optim.make_optimizer(config, lambda s: 1.0)
