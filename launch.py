@@ -31,6 +31,18 @@ def default_workdir(config_arg: str) -> pathlib.Path:
   return pathlib.Path('runs') / '-'.join(filter(None, (name, variant, stamp)))
 
 
+def parse_flags(argv):
+  """absl's flag parsing, with bad --config overrides as one line instead of a traceback."""
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+    message = ' '.join(str(e).replace('\\n', ' ').replace('\\', '').replace("'", '').split())
+    if isinstance(e, (AttributeError, KeyError)):
+      message = f'unknown config field {message}'
+    print(f'error: bad flag or config override: {message}', file=sys.stderr)
+    sys.exit(2)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
@@ -47,4 +59,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

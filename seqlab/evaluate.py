@@ -24,8 +24,9 @@ def evaluate(eval_step, params, model_config: model_lib.ModelConfig, tokens: np.
   """
   carry, sums = None, []
   for inputs, targets, mask in data.eval_chunks(tokens, num_streams, seq_len):
-    if carry is None:
-      carry = model_lib.init_carry(model_config, inputs.shape[0])
+    if carry is None:  # placed like the params, so every chunk calls eval_step alike
+      carry = jax.device_put(model_lib.init_carry(model_config, inputs.shape[0]),
+                             jax.tree.leaves(params)[0].sharding)
     carry, nll_sum, count = eval_step(params, carry, inputs, targets, mask)
     sums.append((nll_sum, count))
   sums = jax.device_get(sums)

@@ -41,6 +41,8 @@ def make_optimizer(optim_config, schedule: optax.Schedule) -> optax.GradientTran
     opt = optax.rmsprop(schedule, decay=optim_config.b2)
   else:
     raise SeqlabError(f"unknown optim.name {name!r}; use 'adam', 'adamw' or 'rmsprop'")
-  if optim_config.grad_clip > 0:
-    opt = optax.chain(optax.clip_by_global_norm(optim_config.grad_clip), opt)
-  return opt
+  # The chain has the same structure with and without clipping, so that a run
+  # can be resumed with another grad_clip.
+  clip = optax.clip_by_global_norm(optim_config.grad_clip) if optim_config.grad_clip > 0 \
+      else optax.identity()
+  return optax.chain(clip, opt)

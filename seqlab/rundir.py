@@ -15,9 +15,10 @@ from seqlab.errors import SeqlabError
 CONFIG_FILENAME = 'config.json'
 RESULTS_FILENAME = 'results.json'
 SAMPLES_FILENAME = 'samples.md'
-# Config fields that fix the shapes of the parameters: a run directory refuses others.
+# Config fields that fix the shapes of the parameters and of the optimizer state:
+# a run directory refuses to resume with other values.
 SHAPE_FIELDS = (('model', 'cell'), ('model', 'num_layers'), ('model', 'hidden_size'),
-                ('model', 'embed_size'), ('data', 'vocab'))
+                ('model', 'embed_size'), ('data', 'vocab'), ('optim', 'name'))
 
 
 def write_atomic(path: pathlib.Path, text: str) -> None:

@@ -58,7 +58,7 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
     new_state = state.replace(step=state.step + 1,
                               params=optax.apply_updates(state.params, updates),
                               opt_state=opt_state, carry=new_carry)
-    metrics = {'loss': loss, 'grad_norm': optax.global_norm(grads), 'lr': schedule(state.step)}
+    metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads), 'lr': schedule(state.step)}
     return new_state, metrics
 
   return train_step

@@ -105,6 +105,8 @@ def train_and_evaluate(config, workdir, stop_at_step: int | None = None) -> dict
   restored = ckpts.restore('latest', state)
   if restored is not None:
     state, meta = restored
+  # Committed to the device like a restored state, so a fresh and a resumed run compile alike.
+  state = jax.device_put(state, jax.devices()[0])
   start = int(state.step)
   # Steps after the checkpoint were logged by a process that died: drop them.
   writer = metrics_writer.MetricsWriter(workdir, purge_step=start + 1 if start else None)
