@@ -53,7 +53,7 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
 
   # --- train: length of the run.
   config.train = config_dict.ConfigDict()
-  config.train.num_steps = 10_000
+  config.train.num_steps = 6000
 
   # --- eval: full passes over the val split (and the test split at the end).
   config.eval = config_dict.ConfigDict()

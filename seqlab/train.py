@@ -194,6 +194,7 @@ def train_and_evaluate(config, workdir, stop_at_step: int | None = None) -> dict
         text = corpus.vocab.decode(prime_ids) + corpus.vocab.decode(ids[0])
         writer.text('samples', text, done)
         rundir.append_sample(workdir, done, val['loss'] if val else None, text)
+        print(f'sample at step {done}:\n  ' + text.strip()[:240].replace('\n', '\n  '), flush=True)
       if stopping:
         print(f'stopped after step {done}; re-run the same command to continue', flush=True)
         return None
