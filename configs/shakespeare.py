@@ -1,10 +1,14 @@
 r"""Character-level LSTM on tiny Shakespeare (the post's model), with variants.
 
-Commands (measured results: README.md, "Results"):
+Commands and what they measured (2026-11-26; README.md, "Results", has the details):
 
-  python launch.py --config configs/shakespeare.py          # 3x512 LSTM, dropout 0.5 (GPU-sized)
-  python launch.py --config configs/shakespeare.py:cpu      # best model in 15 min on 2 CPU cores
-  python launch.py --config configs/shakespeare.py:smoke    # < 1 min on 2 CPU cores, every code path
+  python launch.py --config configs/shakespeare.py
+      3x512 LSTM, dropout 0.5, 6,000 steps: val 1.4566 nats/char (2.1014 bpc) in 94 s on one
+      H200; about 34 min per 1,000 steps on a 2-core CPU.
+  python launch.py --config configs/shakespeare.py:cpu
+      2x256 LSTM, 4,900 steps: val 1.5006 nats/char (2.1649 bpc) in 12.3 min on a 2-core CPU.
+  python launch.py --config configs/shakespeare.py:smoke
+      tiny model, 40 steps, every code path (eval, test split, samples, checkpoints): 8 s on CPU.
 
 Variants after the colon can be combined with commas (`:cpu,smoke`). Any field
 can be overridden: `--config.model.hidden_size=256 --config.model.cell=gru`.
