@@ -13,6 +13,13 @@ import jax
 import orbax.checkpoint as ocp
 
 
+def latest_step_on_disk(workdir: pathlib.Path, which: str = 'latest') -> int | None:
+  """The step of the newest complete checkpoint, read without creating anything."""
+  folder = pathlib.Path(workdir) / 'checkpoints' / which
+  steps = [int(p.name) for p in folder.iterdir() if p.name.isdigit()] if folder.is_dir() else []
+  return max(steps, default=None)
+
+
 class Checkpoints:
 
   def __init__(self, workdir: pathlib.Path):

@@ -63,6 +63,10 @@ def build(config, workdir: pathlib.Path) -> Setup:
   model_config = model_lib.ModelConfig.from_config(config.model, corpus.vocab.size)
   batches = data.make_batches(config.data.batching, corpus.train, config.data.batch_size,
                               config.data.seq_len, config.seed)
+  saved_step = checkpoint.latest_step_on_disk(workdir)
+  if saved_step is not None and saved_step > config.train.num_steps:
+    raise SeqlabError(f'{workdir} is at step {saved_step}, past train.num_steps='
+                      f'{config.train.num_steps}; raise it or use a new --workdir')
   schedule = optim.make_schedule(config.optim, config.train.num_steps, batches.batches_per_epoch)
   optimizer = optim.make_optimizer(config.optim, schedule)
   return Setup(config_dict, corpus, model_config, batches, schedule, optimizer)
@@ -72,6 +76,39 @@ def _duration(seconds: float) -> str:
   seconds = int(seconds)
   return f'{seconds // 3600}h{seconds // 60 % 60:02d}m' if seconds >= 3600 else \
       f'{seconds // 60}m{seconds % 60:02d}s'
+
+
+class PendingMetrics:
+  """Per-step metrics left on the device until `pull`, and the training time between pulls.
+
+  The first step after `pause()` (and the very first, which compiles) waits for
+  the device and starts the clock, so eval, checkpoint and compile time are not
+  counted as training time. Nothing else blocks the device.
+  """
+
+  def __init__(self, chars_per_step: int):
+    self.chars_per_step = chars_per_step
+    self._metrics, self._clock, self._timed_steps = [], None, 0
+
+  def add(self, metrics) -> None:
+    self._metrics.append(metrics)
+    if self._clock is None:
+      jax.block_until_ready(metrics)
+      self._clock = time.perf_counter()
+    else:
+      self._timed_steps += 1
+
+  def pause(self) -> None:
+    self._clock = None
+
+  def pull(self) -> tuple[list[dict], float, float]:
+    """(host metrics of each pending step, chars/s of the timed steps, their seconds)."""
+    host = jax.device_get(self._metrics)
+    now = time.perf_counter()
+    seconds = now - self._clock if self._clock is not None and self._timed_steps else 0.0
+    chars_per_sec = self._timed_steps * self.chars_per_step / seconds if seconds else 0.0
+    self._metrics, self._clock, self._timed_steps = [], now, 0
+    return host, chars_per_sec, seconds
 
 
 def train_and_evaluate(config, workdir, stop_at_step: int | None = None) -> dict | None:
@@ -119,12 +156,9 @@ def train_and_evaluate(config, workdir, stop_at_step: int | None = None) -> dict
 
   sample_steps = set(config.log.sample_steps)
   process_start = time.perf_counter()
-  pending = []  # device metrics of steps not yet pulled to the host
-  clock = None  # perf_counter at the start of the current timed stretch of training
-  timed_steps = 0  # steps inside the current timed stretch
-  val = None
-
   wall_time_before = meta['wall_time']  # of earlier processes of this run
+  pending = PendingMetrics(chars_per_step=batch_size * seq_len)
+  val = None
 
   def save(which: str, step: int) -> None:
     if not bool(all_finite(state.params)):
@@ -133,14 +167,10 @@ def train_and_evaluate(config, workdir, stop_at_step: int | None = None) -> dict
     meta['wall_time'] = wall_time_before + time.perf_counter() - process_start
     ckpts.save(which, step, state, meta)
 
-  def flush(done: int) -> None:
-    """Pulls pending metrics to the host, checks them, logs them."""
-    nonlocal pending, clock, timed_steps
-    host = jax.device_get(pending)
-    now = time.perf_counter()
-    if clock is not None and timed_steps:
-      meta['train_time'] += now - clock
-      meta['timed_chars'] += timed_steps * batch_size * seq_len
+  def log_train_metrics(done: int) -> None:
+    host, chars_per_sec, seconds = pending.pull()
+    meta['train_time'] += seconds
+    meta['timed_chars'] += chars_per_sec * seconds
     for i, m in enumerate(host):
       if not (np.isfinite(m['loss']) and np.isfinite(m['grad_norm'])):
         raise NonFiniteLossError(
@@ -148,36 +178,29 @@ def train_and_evaluate(config, workdir, stop_at_step: int | None = None) -> dict
             f'stopped. The last good checkpoint (step {ckpts.latest_step("latest")}) is kept; '
             'lower optim.learning_rate or optim.grad_clip and re-run')
     loss = float(np.mean([m['loss'] for m in host]))
-    cps = timed_steps * batch_size * seq_len / (now - clock) if clock and timed_steps else 0.0
     writer.scalars(done, {'train/loss': loss, 'train/bpc': evaluate_lib.bits(loss),
                           'lr': float(host[-1]['lr']), 'grad_norm': float(host[-1]['grad_norm'])})
-    if cps:
-      writer.scalars(done, {'chars_per_sec': cps})
+    if chars_per_sec:
+      writer.scalars(done, {'chars_per_sec': chars_per_sec})
     if done % config.log.every_steps == 0 or done == num_steps:
-      rate = (now - process_start) / (done - start)
-      print(f'step {done}/{num_steps} | loss {loss:.4f} | {cps / 1e3:.1f}k chars/s | '
-            f'ETA {_duration(rate * (num_steps - done))}', flush=True)
-    pending, clock, timed_steps = [], now, 0
+      eta = (time.perf_counter() - process_start) / (done - start) * (num_steps - done)
+      print(f'step {done}/{num_steps} | loss {loss:.4f} | {chars_per_sec / 1e3:.1f}k chars/s | '
+            f'ETA {_duration(eta)}', flush=True)
 
   try:
     for step in range(start, num_steps):
       inputs, targets, reset = setup.batches.batch(step)
       state, metrics = train_step(state, inputs, targets, reset)
-      pending.append(metrics)
+      pending.add(metrics)
       done = step + 1
-      if clock is None:  # this step may include compilation or other work: leave it out
-        jax.block_until_ready(metrics)
-        clock = time.perf_counter()
-      else:
-        timed_steps += 1
       stopping = done == stop_at_step
       is_eval = done % config.eval.every_steps == 0 or done == num_steps
       is_ckpt = done % config.log.checkpoint_every_steps == 0 or done == num_steps or stopping
       is_sample = done in sample_steps or done % config.log.sample_every_steps == 0
       if is_eval or is_ckpt or is_sample or done % config.log.every_steps == 0:
-        flush(done)
+        log_train_metrics(done)
       if is_eval or is_ckpt or is_sample:
-        clock = None  # the next stretch starts after this work, at the next step's end
+        pending.pause()  # what follows is not training time
       if is_eval:
         val = evaluate(state.params, corpus.val)
         writer.scalars(done, {'val/loss': val['loss'], 'val/bpc': val['bpc']})

@@ -137,6 +137,11 @@ def test_refuses_to_resume_with_another_model_shape(text_file, tmp_path):
     train.train_and_evaluate(config, tmp_path / 'run')
   after = {p.name: p.read_bytes() for p in (tmp_path / 'run').iterdir() if p.is_file()}
   assert after == before
+  config.model.hidden_size, config.train.num_steps = 16, 3
+  with pytest.raises(SeqlabError, match='at step 4, past train.num_steps=3'):
+    train.train_and_evaluate(config, tmp_path / 'run')
+  after = {p.name: p.read_bytes() for p in (tmp_path / 'run').iterdir() if p.is_file()}
+  assert after == before
 
 
 def test_run_directory_holds_the_run(text_file, tmp_path):
