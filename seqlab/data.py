@@ -176,12 +176,19 @@ def load_corpus(path: pathlib.Path, mode: str, val_fraction: float, test_fractio
   if not raw:
     raise SeqlabError(f'data file {path} is empty; give it some text')
   units = to_units(raw, mode)
+  vocab_given = vocab is not None
   if vocab is None:
     vocab = Vocabulary.from_units(mode, units)
   elif vocab.mode != mode:
     raise SeqlabError(f'the run directory has a {vocab.mode!r} vocabulary but the config asks '
                       f'for {mode!r}; use a new --workdir')
-  ids = vocab.encode_units(units)
+  try:
+    ids = vocab.encode_units(units)
+  except SeqlabError as e:
+    if vocab_given:
+      raise SeqlabError(f'{path} does not fit the vocabulary saved in the run directory: {e}; '
+                        'use a new --workdir for new data') from None
+    raise
   a, b = split_bounds(len(ids), val_fraction, test_fraction)
   return Corpus(vocab, ids[:a], ids[a:b], ids[b:])
 

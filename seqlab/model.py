@@ -101,6 +101,10 @@ class CharLM(nn.Module):
   """(tokens BxT int, carry) -> (logits BxTxV, carry). Needs a 'dropout' rng when training."""
   config: ModelConfig
 
+  def init_carry(self, batch_size: int):
+    """The zero state for `batch_size` sequences (works on an unbound module)."""
+    return init_carry(self.config, batch_size)
+
   @nn.compact
   def __call__(self, tokens_BxT, carry, *, train: bool = False):
     cfg = self.config

@@ -72,6 +72,14 @@ def build(config, workdir: pathlib.Path) -> Setup:
   return Setup(config_dict, corpus, model_config, batches, schedule, optimizer)
 
 
+def _prime_ids(vocab: data.Vocabulary, prime: str) -> np.ndarray:
+  """The ids of the text that training samples start from; the first symbol if it is unusable."""
+  try:
+    return vocab.encode(prime) if prime else np.zeros(1, np.int32)
+  except SeqlabError:  # e.g. the default '\n' in a text without newlines
+    return np.zeros(1, np.int32)
+
+
 def _duration(seconds: float) -> str:
   seconds = int(seconds)
   return f'{seconds // 3600}h{seconds // 60 % 60:02d}m' if seconds >= 3600 else \
@@ -130,7 +138,7 @@ def train_and_evaluate(config, workdir, stop_at_step: int | None = None) -> dict
   eval_step = jax.jit(steps.make_eval_step(model))
   all_finite = jax.jit(steps.all_finite)
   sample = sampling.make_sampler(model, config.log.sample_length)
-  prime_ids = corpus.vocab.encode(config.log.sample_prime or corpus.vocab.decode([0]))
+  prime_ids = _prime_ids(corpus.vocab, config.log.sample_prime)
   evaluate = lambda params, tokens: evaluate_lib.evaluate(
       eval_step, params, model_config, tokens, config.eval.num_streams, config.eval.seq_len)
 

@@ -98,7 +98,7 @@ def _lm(cell, embed_size=0, num_layers=2, vocab=11, seed=0):
 def test_full_sequence_equals_step_by_step_with_carried_state(cell):
   model, params, config = _lm(cell, embed_size=6)
   tokens = jnp.asarray(np.random.default_rng(0).integers(0, 11, size=(2, 13)), jnp.int32)
-  logits, final = model.apply({'params': params}, tokens, model_lib.init_carry(config, 2))
+  logits, final = model.apply({'params': params}, tokens, model.init_carry(2))
   carry, step_logits = model_lib.init_carry(config, 2), []
   for t in range(tokens.shape[1]):
     out, carry = model.apply({'params': params}, tokens[:, t:t + 1], carry)

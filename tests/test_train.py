@@ -137,7 +137,14 @@ def test_refuses_to_resume_with_another_model_shape(text_file, tmp_path):
     train.train_and_evaluate(config, tmp_path / 'run')
   after = {p.name: p.read_bytes() for p in (tmp_path / 'run').iterdir() if p.is_file()}
   assert after == before
-  config.model.hidden_size, config.train.num_steps = 16, 3
+  other_text = tmp_path / 'other.txt'
+  other_text.write_text(text_file.read_text() + 'XYZ' * 100)
+  config.model.hidden_size, config.data.path = 16, str(other_text)
+  with pytest.raises(SeqlabError, match="does not fit the vocabulary.*'X', 'Y', 'Z'"):
+    train.train_and_evaluate(config, tmp_path / 'run')
+  after = {p.name: p.read_bytes() for p in (tmp_path / 'run').iterdir() if p.is_file()}
+  assert after == before
+  config.data.path, config.train.num_steps = str(text_file), 3
   with pytest.raises(SeqlabError, match='at step 4, past train.num_steps=3'):
     train.train_and_evaluate(config, tmp_path / 'run')
   after = {p.name: p.read_bytes() for p in (tmp_path / 'run').iterdir() if p.is_file()}
@@ -212,3 +219,18 @@ def test_schedules():
   config.name = 'sgd'
   with pytest.raises(SeqlabError, match='optim.name'):
     optim.make_optimizer(config, lambda s: 1.0)
+
+
+@pytest.mark.parametrize('vocab,batching', [('char', 'windows'), ('byte', 'streams')])
+def test_non_ascii_text_without_newlines_trains_and_samples(tmp_path, vocab, batching):
+  path = tmp_path / 'poem.txt'
+  path.write_text('Тише, мыши: кот на крыше 🐈 猫在屋顶上。' * 60, encoding='utf-8')
+  config = tiny_config(path, **{'data.vocab': vocab, 'data.batching': batching,
+                                'train.num_steps': 6, 'eval.every_steps': 3,
+                                'log.sample_steps': (3,), 'log.sample_every_steps': 6})
+  results = train.train_and_evaluate(config, tmp_path / 'run')
+  assert math.isfinite(results['val_loss'])
+  saved = data.Vocabulary.load(tmp_path / 'run' / 'vocab.json')
+  assert saved.mode == vocab and saved.size == (len(set(path.read_text())) if vocab == 'char'
+                                                else len(set(path.read_bytes())))
+  assert (tmp_path / 'run' / 'samples.md').read_text(encoding='utf-8').count('## step') == 2
