@@ -8,6 +8,7 @@ write never leaves a half-written file behind.
 import json
 import os
 import pathlib
+import re
 import tempfile
 
 from seqlab.errors import SeqlabError
@@ -62,3 +63,13 @@ def append_sample(workdir: pathlib.Path, step: int, val_loss: float | None, text
   loss = 'n/a' if val_loss is None else f'{val_loss:.4f}'
   with open(pathlib.Path(workdir) / SAMPLES_FILENAME, 'a', encoding='utf-8') as f:
     f.write(f'## step {step} (val loss {loss})\n\n```\n{text}\n```\n\n')
+
+
+def drop_samples_after(workdir: pathlib.Path, step: int) -> None:
+  """Removes samples.md entries past `step`: a resumed run writes them again."""
+  path = pathlib.Path(workdir) / SAMPLES_FILENAME
+  if not path.exists():
+    return
+  entries = re.split(r'(?m)^(?=## step \d+ )', path.read_text(encoding='utf-8'))
+  kept = [e for e in entries if not (m := re.match(r'## step (\d+) ', e)) or int(m[1]) <= step]
+  write_atomic(path, ''.join(kept))

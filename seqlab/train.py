@@ -145,8 +145,8 @@ def train_and_evaluate(config, workdir, stop_at_step: int | None = None) -> dict
   num_steps, batch_size, seq_len = config.train.num_steps, config.data.batch_size, config.data.seq_len
   ckpts = checkpoint.Checkpoints(workdir)
   state = steps.init_state(model_config, setup.optimizer, batch_size, config.seed)
-  meta = {'best_val_loss': math.inf, 'best_step': None, 'wall_time': 0.0, 'train_time': 0.0,
-          'timed_chars': 0}
+  meta = {'best_val_loss': math.inf, 'best_step': None, 'last_val_loss': None,
+          'wall_time': 0.0, 'train_time': 0.0, 'timed_chars': 0}
   restored = ckpts.restore('latest', state)
   if restored is not None:
     state, meta = restored
@@ -155,6 +155,7 @@ def train_and_evaluate(config, workdir, stop_at_step: int | None = None) -> dict
   start = int(state.step)
   # Steps after the checkpoint were logged by a process that died: drop them.
   writer = metrics_writer.MetricsWriter(workdir, purge_step=start + 1 if start else None)
+  rundir.drop_samples_after(workdir, start)
   num_params = model_lib.count_params(state.params)
   print(f'seqlab: {model_config.num_layers}x{model_config.hidden_size} {model_config.cell}, '
         f'{num_params:,} params, vocab {corpus.vocab.size}, train/val/test '
@@ -212,6 +213,7 @@ def train_and_evaluate(config, workdir, stop_at_step: int | None = None) -> dict
       if is_eval:
         val = evaluate(state.params, corpus.val)
         writer.scalars(done, {'val/loss': val['loss'], 'val/bpc': val['bpc']})
+        meta['last_val_loss'] = val['loss']
         print(f'step {done}/{num_steps} | val loss {val["loss"]:.4f} | val bpc {val["bpc"]:.4f}',
               flush=True)
         if val['loss'] < meta['best_val_loss']:
@@ -224,7 +226,7 @@ def train_and_evaluate(config, workdir, stop_at_step: int | None = None) -> dict
             jax.random.PRNGKey(config.seed), done), config.log.sample_temperature)
         text = corpus.vocab.decode(prime_ids) + corpus.vocab.decode(ids[0])
         writer.text('samples', text, done)
-        rundir.append_sample(workdir, done, val['loss'] if val else None, text)
+        rundir.append_sample(workdir, done, meta['last_val_loss'], text)
         print(f'sample at step {done}:\n  ' + text.strip()[:240].replace('\n', '\n  '), flush=True)
       if stopping:
         print(f'stopped after step {done}; re-run the same command to continue', flush=True)

@@ -57,7 +57,8 @@ def test_resume_equals_uninterrupted(text_file, tmp_path, batching):
   config = tiny_config(text_file, **{'data.batching': batching, 'model.dropout': 0.2,
                                      'data.batch_size': 16, 'data.seq_len': 16,
                                      'train.num_steps': 30, 'eval.every_steps': 10,
-                                     'log.checkpoint_every_steps': 10, 'log.every_steps': 1})
+                                     'log.checkpoint_every_steps': 10, 'log.every_steps': 1,
+                                     'log.sample_steps': (12, 14), 'log.sample_every_steps': 30})
   assert train.build(config, tmp_path / 'x').batches.batches_per_epoch < 30
   whole = train.train_and_evaluate(config, tmp_path / 'whole')
   assert train.train_and_evaluate(config, tmp_path / 'split', stop_at_step=13) is None
@@ -71,6 +72,9 @@ def test_resume_equals_uninterrupted(text_file, tmp_path, batching):
   whole_losses, split_losses = (_scalars(tmp_path / d, 'train/loss') for d in ('whole', 'split'))
   assert [s for s, _ in split_losses] == list(range(1, 31))
   np.testing.assert_allclose([v for _, v in split_losses], [v for _, v in whole_losses], rtol=1e-6)
+  # Samples too: the resumed run's samples.md reads like the uninterrupted one's.
+  samples = [(tmp_path / d / 'samples.md').read_text() for d in ('whole', 'split')]
+  assert samples[0] == samples[1] and samples[0].count('## step') == 3
 
 
 def test_train_step_compiles_once(text_file, tmp_path, caplog):
