@@ -238,3 +238,28 @@ def test_non_ascii_text_without_newlines_trains_and_samples(tmp_path, vocab, bat
   assert saved.mode == vocab and saved.size == (len(set(path.read_text())) if vocab == 'char'
                                                 else len(set(path.read_bytes())))
   assert (tmp_path / 'run' / 'samples.md').read_text(encoding='utf-8').count('## step') == 2
+
+
+def test_reset_zeroes_the_carried_state(text_file):
+  config = tiny_config(text_file)
+  setup = train.build(config, text_file.parent / 'unused')
+  step_fn = jax.jit(steps.make_train_step(model_lib.CharLM(setup.model_config), setup.optimizer,
+                                          setup.schedule))
+  fresh = steps.init_state(setup.model_config, setup.optimizer, 4, 0)
+  carried = fresh.replace(carry=jax.tree.map(lambda c: c + 0.5, fresh.carry))
+  inputs, targets, _ = setup.batches.batch(0)
+  loss = lambda state, reset: float(step_fn(state, inputs, targets, reset)[1]['loss'])
+  assert loss(carried, True) == loss(fresh, False) == loss(fresh, True)
+  assert loss(carried, False) != loss(fresh, False)
+  new_state, _ = step_fn(fresh, inputs, targets, True)
+  assert not np.allclose(new_state.carry[0][1], 0.0)  # the state is handed to the next batch
+
+
+def test_same_seed_same_run_other_seed_other_run(text_file, tmp_path):
+  results = {}
+  for name, seed in (('a', 0), ('b', 0), ('c', 1)):
+    config = tiny_config(text_file, **{'train.num_steps': 8, 'model.dropout': 0.2})
+    config.seed = seed
+    results[name] = train.train_and_evaluate(config, tmp_path / name)
+  assert results['a']['val_loss'] == results['b']['val_loss']
+  assert results['a']['val_loss'] != results['c']['val_loss']
