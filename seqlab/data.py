@@ -129,13 +129,16 @@ class Vocabulary:
       return ''.join(map(chr, units))
     return bytes(units).decode('utf-8', errors='replace')
 
-  def save(self, path: pathlib.Path) -> None:
-    path.write_text(json.dumps({'mode': self.mode, 'symbols': list(self.symbols)}))
+  def to_json(self) -> str:
+    """Characters as strings in 'char' mode (readable), byte values as ints in 'byte' mode."""
+    symbols = [chr(u) for u in self.symbols] if self.mode == 'char' else list(self.symbols)
+    return json.dumps({'mode': self.mode, 'symbols': symbols}, ensure_ascii=False)
 
   @classmethod
   def load(cls, path: pathlib.Path) -> 'Vocabulary':
-    d = json.loads(pathlib.Path(path).read_text())
-    return cls(d['mode'], tuple(d['symbols']))
+    d = json.loads(pathlib.Path(path).read_text(encoding='utf-8'))
+    units = [ord(c) for c in d['symbols']] if d['mode'] == 'char' else d['symbols']
+    return cls(d['mode'], tuple(units))
 
 
 def to_units(raw: bytes, mode: str) -> np.ndarray:

@@ -33,7 +33,7 @@ def write_atomic(path: pathlib.Path, text: str) -> None:
 
 def load_json(path: pathlib.Path) -> dict | None:
   path = pathlib.Path(path)
-  return json.loads(path.read_text()) if path.exists() else None
+  return json.loads(path.read_text(encoding='utf-8')) if path.exists() else None
 
 
 def check_compatible(workdir: pathlib.Path, config_dict: dict) -> None:

@@ -130,7 +130,7 @@ def train_and_evaluate(config, workdir, stop_at_step: int | None = None) -> dict
   corpus, model_config = setup.corpus, setup.model_config
   workdir.mkdir(parents=True, exist_ok=True)
   rundir.write_config(workdir, setup.config_dict)
-  corpus.vocab.save(workdir / data.VOCAB_FILENAME)
+  rundir.write_atomic(workdir / data.VOCAB_FILENAME, corpus.vocab.to_json())
 
   model = model_lib.CharLM(model_config)
   train_step = jax.jit(steps.make_train_step(model, setup.optimizer, setup.schedule),

@@ -21,8 +21,9 @@ def test_vocabulary_round_trips_non_ascii_text(tmp_path):
   ids = np.concatenate([corpus.train, corpus.val])
   assert vocab.decode(ids) == text
   assert vocab.decode(vocab.encode('мир 🚀')) == 'мир 🚀'
-  vocab.save(tmp_path / 'vocab.json')
+  (tmp_path / 'vocab.json').write_text(vocab.to_json(), encoding='utf-8')
   assert data.Vocabulary.load(tmp_path / 'vocab.json') == vocab
+  assert '🙂' in (tmp_path / 'vocab.json').read_text(encoding='utf-8')  # readable
 
 
 def test_byte_vocabulary_reads_non_utf8_and_char_mode_explains(tmp_path):
@@ -32,6 +33,8 @@ def test_byte_vocabulary_reads_non_utf8_and_char_mode_explains(tmp_path):
   corpus = data.load_corpus(path, 'byte', 0.1, 0.0)
   assert corpus.vocab.symbols == (0x41, 0x42, 0x80, 0xfe, 0xff)
   assert bytes(corpus.vocab.symbols[i] for i in np.concatenate([corpus.train, corpus.val])) == raw
+  (tmp_path / 'vocab.json').write_text(corpus.vocab.to_json())
+  assert data.Vocabulary.load(tmp_path / 'vocab.json') == corpus.vocab
   with pytest.raises(SeqlabError, match='not UTF-8.*data.vocab=byte'):
     data.load_corpus(path, 'char', 0.1, 0.0)
 
