@@ -5,11 +5,15 @@ import os
 import pathlib
 import sys
 
+import jax
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault('SEQLAB_DATA_DIR', str(ROOT.parent / 'shared' / 'data'))
+# On GPUs, JAX's float32 matmuls default to TF32; the equivalence tests compare at float32
+# tolerances, so they ask for full float32 matmuls (no effect on CPU).
+jax.config.update('jax_default_matmul_precision', 'float32')
 
 from configs import shakespeare  # pylint: disable=g-import-not-at-top
 
