@@ -55,8 +55,5 @@ class MetricsWriter:
       file_writer.add_summary(summary)
     self.scalars(step, metrics)
 
-  def flush(self) -> None:
-    self._writer.flush()
-
   def close(self) -> None:
     self._writer.close()
