@@ -109,14 +109,14 @@ class PendingMetrics:
   def pause(self) -> None:
     self._clock = None
 
-  def pull(self) -> tuple[list[dict], float, float]:
-    """(host metrics of each pending step, chars/s of the timed steps, their seconds)."""
+  def pull(self) -> tuple[list[dict], int, float]:
+    """(host metrics of each pending step, chars in the timed steps, their seconds)."""
     host = jax.device_get(self._metrics)
     now = time.perf_counter()
     seconds = now - self._clock if self._clock is not None and self._timed_steps else 0.0
-    chars_per_sec = self._timed_steps * self.chars_per_step / seconds if seconds else 0.0
+    timed_chars = self._timed_steps * self.chars_per_step if seconds else 0
     self._metrics, self._clock, self._timed_steps = [], now, 0
-    return host, chars_per_sec, seconds
+    return host, timed_chars, seconds
 
 
 def train_and_evaluate(config, workdir, stop_at_step: int | None = None) -> dict | None:
@@ -177,9 +177,10 @@ def train_and_evaluate(config, workdir, stop_at_step: int | None = None) -> dict
     ckpts.save(which, step, state, meta)
 
   def log_train_metrics(done: int) -> None:
-    host, chars_per_sec, seconds = pending.pull()
+    host, timed_chars, seconds = pending.pull()
     meta['train_time'] += seconds
-    meta['timed_chars'] += chars_per_sec * seconds
+    meta['timed_chars'] += timed_chars
+    chars_per_sec = timed_chars / seconds if seconds else 0.0
     for i, m in enumerate(host):
       if not (np.isfinite(m['loss']) and np.isfinite(m['grad_norm'])):
         raise NonFiniteLossError(

@@ -7,6 +7,7 @@ import pytest
 
 from seqlab import cells
 from seqlab import model as model_lib
+from seqlab.errors import SeqlabError
 
 CELLS = ['rnn', 'gru', 'lstm']
 
@@ -174,7 +175,6 @@ def test_dropout_only_in_training_and_bad_model_config_errors():
   c, _ = model.apply({'params': params}, tokens, carry, train=True,
                      rngs={'dropout': jax.random.PRNGKey(0)})
   assert not np.allclose(a, c)
-  from seqlab.errors import SeqlabError
   with pytest.raises(SeqlabError, match='model.cell'):
     model_lib.ModelConfig(vocab_size=5, cell='transformer')
   with pytest.raises(SeqlabError, match='model.dropout'):
