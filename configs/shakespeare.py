@@ -74,6 +74,9 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   config.log.sample_length = 500
   config.log.sample_temperature = 0.8
   config.log.sample_prime = '\n'
+  # At the end: this many samples (best checkpoint) -> results.json 'copied_ngram_fraction',
+  # the fraction of their 10/20/30-grams found verbatim in the train split. 0: skip.
+  config.log.novelty_num_samples = 4
 
   for variant in filter(None, (arg or '').split(',')):
     if variant not in VARIANTS:

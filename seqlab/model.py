@@ -72,7 +72,11 @@ def _lstm_bias(key, shape, dtype=jnp.float32):
 
 
 class RecurrentLayer(nn.Module):
-  """One recurrent layer over a whole sequence: (x BxTxD, carry) -> (h BxTxH, carry)."""
+  """One recurrent layer over a whole sequence: (x BxTxD, carry) -> (h BxTxH, carry).
+
+  Applied with `mutable=['intermediates']`, it also records its state after
+  every step (`states`: the carry with a time axis, BxTx...; (c, h) for LSTM).
+  """
   cell: str
   hidden_size: int
   unroll: int = 1
@@ -93,8 +97,20 @@ class RecurrentLayer(nn.Module):
     # Hoisted input projection, time-major for the scan.
     xp_TxBxG = jnp.einsum('btd,dg->tbg', x_BxTxD, kernel_ih) + bias
     step = functools.partial(cells.STEPS[self.cell], step_params)
-    carry, h_TxBxH = jax.lax.scan(step, carry, xp_TxBxG, unroll=self.unroll)
+    if self.is_mutable_collection('intermediates'):  # record the whole state of every step
+      step = _emit_carry(step)
+      carry, (h_TxBxH, states) = jax.lax.scan(step, carry, xp_TxBxG, unroll=self.unroll)
+      self.sow('intermediates', 'states', jax.tree.map(lambda s: jnp.swapaxes(s, 0, 1), states))
+    else:
+      carry, h_TxBxH = jax.lax.scan(step, carry, xp_TxBxG, unroll=self.unroll)
     return jnp.swapaxes(h_TxBxH, 0, 1), carry
+
+
+def _emit_carry(step):
+  def step_and_carry(carry, xp):
+    carry, h = step(carry, xp)
+    return carry, (h, carry)
+  return step_and_carry
 
 
 class CharLM(nn.Module):

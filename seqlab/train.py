@@ -20,6 +20,7 @@ from seqlab import data
 from seqlab import evaluate as evaluate_lib
 from seqlab import metrics_writer
 from seqlab import model as model_lib
+from seqlab import novelty
 from seqlab import optim
 from seqlab import rundir
 from seqlab import sampling
@@ -224,7 +225,7 @@ def train_and_evaluate(config, workdir, stop_at_step: int | None = None) -> dict
         save('latest', done)
       if is_sample:
         ids = sample(state.params, prime_ids, 1, jax.random.fold_in(
-            jax.random.PRNGKey(config.seed), done), config.log.sample_temperature)
+            jax.random.PRNGKey(config.seed), done), config.log.sample_temperature).ids
         text = corpus.vocab.decode(prime_ids) + corpus.vocab.decode(ids[0])
         writer.text('samples', text, done)
         rundir.append_sample(workdir, done, meta['last_val_loss'], text)
@@ -243,10 +244,16 @@ def train_and_evaluate(config, workdir, stop_at_step: int | None = None) -> dict
         'num_params': num_params,
         'wall_time': wall_time_before + time.perf_counter() - process_start,
     }
+    best = ckpts.restore('best', state)
+    best_params = best[0].params if best else state.params
     if len(corpus.test) >= 2:
-      best = ckpts.restore('best', state)
-      test = evaluate(best[0].params if best else state.params, corpus.test)
+      test = evaluate(best_params, corpus.test)
       results.update(test_loss=test['loss'], test_bpc=test['bpc'])
+    if config.log.novelty_num_samples:
+      samples = sample(best_params, prime_ids, config.log.novelty_num_samples,
+                       jax.random.PRNGKey(config.seed), config.log.sample_temperature).ids
+      results['copied_ngram_fraction'] = novelty.TrainingNgrams(corpus.train).report(
+          np.asarray(samples))
     final = {f'final/{k}': v for k, v in results.items()
              if k in ('val_loss', 'val_bpc', 'best_val_loss', 'test_loss', 'test_bpc',
                       'chars_per_sec', 'num_params') and v is not None}
@@ -260,5 +267,8 @@ def train_and_evaluate(config, workdir, stop_at_step: int | None = None) -> dict
   print(f'done: val loss {results["val_loss"]:.4f} nats/char = {results["val_bpc"]:.4f} bits/char'
         + (f', test loss {results["test_loss"]:.4f} nats/char ({results["test_bpc"]:.4f} bpc)'
            if 'test_loss' in results else '')
+        + (f'\nsampled n-grams found verbatim in the train split: ' + ', '.join(
+            f'{n}-grams {f:.1%}' for n, f in results['copied_ngram_fraction'].items()
+            if f is not None) if 'copied_ngram_fraction' in results else '')
         + f'\nrun dir: {workdir}\nTensorBoard: tensorboard --logdir {workdir}', flush=True)
   return results

@@ -1,0 +1,117 @@
+"""Loading a trained run for analysis: its config, vocabulary, model and parameters.
+
+`load_run(RUN_DIR, 'best' | 'latest' | STEP)` reads only; it never writes into
+the run directory, so sampling or analysing a run that is still training is safe.
+"""
+
+import dataclasses
+import pathlib
+import sys
+
+import jax
+import orbax.checkpoint as ocp
+from ml_collections import config_dict
+
+from seqlab import checkpoint
+from seqlab import data
+from seqlab import model as model_lib
+from seqlab import optim
+from seqlab import rundir
+from seqlab import steps
+from seqlab.errors import SeqlabError
+
+
+@dataclasses.dataclass
+class LoadedRun:
+  workdir: pathlib.Path
+  config: config_dict.ConfigDict
+  vocab: data.Vocabulary
+  model: model_lib.CharLM
+  params: dict
+  step: int  # the training step of the checkpoint the parameters come from
+  which: str  # 'best' or 'latest': the checkpoint folder they were read from
+
+
+def _available(workdir: pathlib.Path) -> dict[str, list[int]]:
+  found = {}
+  for which in ('best', 'latest'):
+    folder = workdir / 'checkpoints' / which
+    found[which] = sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) \
+        if folder.is_dir() else []
+  return found
+
+
+def _pick(workdir: pathlib.Path, checkpoint_name: str) -> tuple[str, int]:
+  """(folder, step) of the checkpoint that `checkpoint_name` asks for."""
+  found = _available(workdir)
+  if not found['best'] and not found['latest']:
+    raise SeqlabError(f'{workdir} has no checkpoint yet; train it first '
+                      f'(python launch.py --config ... --workdir {workdir})')
+  if checkpoint_name in ('best', 'latest'):
+    if found[checkpoint_name]:
+      return checkpoint_name, found[checkpoint_name][-1]
+    other = 'latest' if checkpoint_name == 'best' else 'best'
+    print(f'note: {workdir} has no {checkpoint_name!r} checkpoint; using {other!r} '
+          f'(step {found[other][-1]})', file=sys.stderr)
+    return other, found[other][-1]
+  if not checkpoint_name.isdigit():
+    raise SeqlabError(f'--checkpoint must be best, latest or a step number, got '
+                      f'{checkpoint_name!r}')
+  step = int(checkpoint_name)
+  for which in ('best', 'latest'):
+    if step in found[which]:
+      return which, step
+  raise SeqlabError(f'{workdir} has no checkpoint at step {step}; it has '
+                    f'best={found["best"]} latest={found["latest"]}')
+
+
+def load_config(workdir: pathlib.Path) -> config_dict.ConfigDict:
+  saved = rundir.load_json(pathlib.Path(workdir) / rundir.CONFIG_FILENAME)
+  if saved is None:
+    raise SeqlabError(f'{workdir} is not a seqlab run directory (no {rundir.CONFIG_FILENAME}); '
+                      'pass the --workdir of a training run')
+  return config_dict.ConfigDict(saved)
+
+
+def load_run(workdir, checkpoint_name: str = 'best') -> LoadedRun:
+  """The model and parameters of a run directory, from the checkpoint asked for."""
+  workdir = pathlib.Path(workdir)
+  if not workdir.is_dir():
+    raise SeqlabError(f'run directory {workdir} does not exist')
+  config = load_config(workdir)
+  vocab_path = workdir / data.VOCAB_FILENAME
+  if not vocab_path.exists():
+    raise SeqlabError(f'{workdir} has no {data.VOCAB_FILENAME}; it is not a complete run directory')
+  vocab = data.Vocabulary.load(vocab_path)
+  model_config = model_lib.ModelConfig.from_config(config.model, vocab.size)
+  which, step = _pick(workdir, checkpoint_name)
+
+  # The saved TrainState's structure, without allocating it; only the params are kept.
+  schedule = optim.make_schedule(config.optim, config.train.num_steps, 1)
+  optimizer = optim.make_optimizer(config.optim, schedule)
+  abstract = jax.eval_shape(lambda: steps.init_state(
+      model_config, optimizer, config.data.batch_size, config.seed))
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract)
+  path = (workdir / 'checkpoints' / which / str(step)).absolute()
+  try:
+    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
+      restored = ckptr.restore(path, ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+  except Exception as e:  # orbax raises many types for unreadable checkpoints
+    first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise SeqlabError(f'cannot read checkpoint {path}: {first_line[:200]}') from None
+  return LoadedRun(workdir, config, vocab, model_lib.CharLM(model_config),
+                   restored['state'].params, step, which)
+
+
+def describe(run: LoadedRun) -> str:
+  cfg = run.model.config
+  return (f'{run.workdir}: {cfg.num_layers}x{cfg.hidden_size} {cfg.cell}, vocab {run.vocab.size}, '
+          f'{run.which} checkpoint at step {run.step}')
+
+
+def load_corpus(run: LoadedRun) -> data.Corpus:
+  """The run's data, split as in training (its val split is the held-out text)."""
+  config = run.config
+  path = data.resolve_path(config.data.dataset, config.data.path)
+  return data.load_corpus(path, config.data.vocab, config.data.val_fraction,
+                          config.data.test_fraction, run.vocab)
