@@ -70,7 +70,8 @@ def predictions_html(text: str, symbols: list[list[str]], probs: np.ndarray) -> 
   cols = []
   for ch, row_symbols, row_probs in zip(text, symbols, probs):
     cells = ''.join(f'<div style="background:{_css(_blend(_PROBABLE, p))}" title="{p:.3f}">'
-                    f'{html.escape(_visible(s, "␣"))}</div>' for s, p in zip(row_symbols, row_probs))
+                    f'{html.escape(_visible(s, "␣"))}</div>'
+                    for s, p in zip(row_symbols, row_probs))
     cols.append(f'<span class="col"><div class="c">{html.escape(_visible(ch))}</div>{cells}'
                 '</span>' + ('<br>' if ch == '\n' else ''))
   legend = ('<p>Each column: a character of the text (bold), then the 5 characters the model '

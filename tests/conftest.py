@@ -43,3 +43,12 @@ def text_file(tmp_path):
   path = tmp_path / 'corpus.txt'
   path.write_text(''.join(lines) * 8)
   return path
+
+
+@pytest.fixture(scope='session')
+def smoke_run(tmp_path_factory):
+  """A finished `configs/shakespeare.py:smoke` run on the real corpus (trained once, ~10 s)."""
+  from seqlab import train  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path_factory.mktemp('smoke') / 'run'
+  train.train_and_evaluate(shakespeare.get_config('smoke'), workdir)
+  return workdir
