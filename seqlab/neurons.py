@@ -193,6 +193,11 @@ def _read_text(run: runs.LoadedRun, path: str | None, max_chars: int) -> str:
     raise SeqlabError(f'--text {path} is not UTF-8 text') from None
   if len(text) < 2:
     raise SeqlabError(f'--text {path} has fewer than 2 characters')
+  try:
+    run.vocab.encode(text)
+  except SeqlabError as e:
+    raise SeqlabError(f'--text {path}: {e}; the model only reads the characters of its '
+                      'training text') from None
   return text
 
 
