@@ -10,8 +10,9 @@ text; the best unit per feature is reported and drawn, as in Karpathy's post.
 
 Writes to DIR: `units.md` / `units.json` (best units per feature),
 `unit_<feature>.html|png` (the text coloured by that unit),
-`predictions.html|png` (the top-5 next-character predictions at every
-position) and `activations.npz` (everything recorded, for your own analysis).
+`predictions.html|png` (the top-5 next-character predictions at each of the
+first 2,000 characters) and `activations.npz` (everything recorded, for your
+own analysis).
 """
 
 import dataclasses
@@ -148,7 +149,8 @@ def report_markdown(report: dict, description: str, num_chars: int) -> str:
   return '\n'.join(lines) + '\n'
 
 
-def analyse(run: runs.LoadedRun, text: str, out: pathlib.Path, extra_units=()) -> dict:
+def analyse(run: runs.LoadedRun, text: str, out: pathlib.Path, extra_units=(),
+            max_prediction_chars: int = 2000) -> dict:
   """Records, correlates and writes every output file into `out`; returns the report."""
   recording = record(run, text)
   features = text_features(text)
@@ -165,8 +167,10 @@ def analyse(run: runs.LoadedRun, text: str, out: pathlib.Path, extra_units=()) -
     values = recording.activations[:, recording.units.index(unit)]
     title = f'unit {unit}' + (f' (best for {name})' if name in report else '')
     neuron_pages.write_unit_page(out / f'unit_{name}', text, values, title)
-  symbols = [[run.vocab.decode([i]) for i in row] for row in recording.top_ids]
-  neuron_pages.write_predictions_page(out / 'predictions', text, symbols, recording.top_probs)
+  shown = min(len(text), max_prediction_chars)  # 6 cells a character: keep the page light
+  symbols = [[run.vocab.decode([i]) for i in row] for row in recording.top_ids[:shown]]
+  neuron_pages.write_predictions_page(out / 'predictions', text[:shown], symbols,
+                                      recording.top_probs[:shown])
   return report
 
 

@@ -58,11 +58,16 @@ def write_results(workdir: pathlib.Path, results: dict) -> None:
   write_atomic(pathlib.Path(workdir) / RESULTS_FILENAME, json.dumps(results, indent=2))
 
 
-def append_sample(workdir: pathlib.Path, step: int, val_loss: float | None, text: str) -> None:
-  """Appends one sample to samples.md: the run's "evolution of samples"."""
-  loss = 'n/a' if val_loss is None else f'{val_loss:.4f}'
+def append_sample(workdir: pathlib.Path, step: int, val_loss: float | None,
+                  val_step: int | None, text: str) -> None:
+  """Appends one sample to samples.md (the run's "evolution of samples"), headed by its step
+  and the latest val loss (measured at `val_step`)."""
+  if val_loss is None:
+    loss = 'no val loss yet'
+  else:
+    loss = f'val loss {val_loss:.4f}' + (f' at step {val_step}' if val_step != step else '')
   with open(pathlib.Path(workdir) / SAMPLES_FILENAME, 'a', encoding='utf-8') as f:
-    f.write(f'## step {step} (val loss {loss})\n\n```\n{text}\n```\n\n')
+    f.write(f'## step {step} ({loss})\n\n```\n{text}\n```\n\n')
 
 
 def drop_samples_after(workdir: pathlib.Path, step: int) -> None:

@@ -21,12 +21,17 @@ class Samples(typing.NamedTuple):
   entropy: jax.Array  # BxL float32: entropy in nats of each symbol's sampling distribution
 
 
+def _keep_top_k(logits_BxV, top_k):
+  vocab = logits_BxV.shape[-1]
+  kth_largest = jnp.take(jnp.sort(logits_BxV, axis=-1), vocab - jnp.minimum(top_k, vocab),
+                         axis=-1)[..., None]
+  return jnp.where(logits_BxV < kth_largest, -jnp.inf, logits_BxV)
+
+
 def sampling_logits(logits_BxV, temperature, top_k):
   """The logits actually sampled from: divided by temperature, outside the top_k at -inf."""
-  vocab = logits_BxV.shape[-1]
-  k = jnp.where(top_k > 0, jnp.minimum(top_k, vocab), vocab)
-  kth_largest = jnp.take(jnp.sort(logits_BxV, axis=-1), vocab - k, axis=-1)[..., None]
-  logits_BxV = jnp.where(logits_BxV < kth_largest, -jnp.inf, logits_BxV)
+  # The sort runs only when top-k is asked for (a sort per step is slow on CPUs).
+  logits_BxV = jax.lax.cond(top_k > 0, _keep_top_k, lambda x, _: x, logits_BxV, top_k)
   return logits_BxV / temperature
 
 

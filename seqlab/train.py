@@ -147,6 +147,7 @@ def train_and_evaluate(config, workdir, stop_at_step: int | None = None) -> dict
   ckpts = checkpoint.Checkpoints(workdir)
   state = steps.init_state(model_config, setup.optimizer, batch_size, config.seed)
   meta = {'best_val_loss': math.inf, 'best_step': None, 'last_val_loss': None,
+          'last_val_step': None,
           'wall_time': 0.0, 'train_time': 0.0, 'timed_chars': 0}
   restored = ckpts.restore('latest', state)
   if restored is not None:
@@ -199,6 +200,9 @@ def train_and_evaluate(config, workdir, stop_at_step: int | None = None) -> dict
             f'ETA {_duration(eta)}', flush=True)
 
   try:
+    if stop_at_step is not None and start >= stop_at_step:
+      print(f'already at step {start} >= {stop_at_step}; nothing to do', flush=True)
+      return None
     for step in range(start, num_steps):
       inputs, targets, reset = setup.batches.batch(step)
       state, metrics = train_step(state, inputs, targets, reset)
@@ -215,7 +219,7 @@ def train_and_evaluate(config, workdir, stop_at_step: int | None = None) -> dict
       if is_eval:
         val = evaluate(state.params, corpus.val)
         writer.scalars(done, {'val/loss': val['loss'], 'val/bpc': val['bpc']})
-        meta['last_val_loss'] = val['loss']
+        meta['last_val_loss'], meta['last_val_step'] = val['loss'], done
         print(f'step {done}/{num_steps} | val loss {val["loss"]:.4f} | val bpc {val["bpc"]:.4f}',
               flush=True)
         if val['loss'] < meta['best_val_loss']:
@@ -228,7 +232,7 @@ def train_and_evaluate(config, workdir, stop_at_step: int | None = None) -> dict
             jax.random.PRNGKey(config.seed), done), config.log.sample_temperature).ids
         text = corpus.vocab.decode(prime_ids) + corpus.vocab.decode(ids[0])
         writer.text('samples', text, done)
-        rundir.append_sample(workdir, done, meta['last_val_loss'], text)
+        rundir.append_sample(workdir, done, meta['last_val_loss'], meta.get('last_val_step'), text)
         print(f'sample at step {done}:\n  ' + text.strip()[:240].replace('\n', '\n  '), flush=True)
       if stopping:
         print(f'stopped after step {done}; re-run the same command to continue', flush=True)

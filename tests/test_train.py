@@ -3,6 +3,7 @@
 import json
 import logging
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -155,7 +156,7 @@ def test_refuses_to_resume_with_another_model_shape(text_file, tmp_path):
   assert after == before
 
 
-def test_run_directory_holds_the_run(text_file, tmp_path):
+def test_run_directory_holds_the_run(text_file, tmp_path, capsys):
   config = tiny_config(text_file, **{'train.num_steps': 12, 'eval.every_steps': 6,
                                      'log.sample_steps': (4,), 'log.sample_every_steps': 8,
                                      'data.test_fraction': 0.1})
@@ -172,7 +173,9 @@ def test_run_directory_holds_the_run(text_file, tmp_path):
   assert (run / 'checkpoints' / 'latest' / '12').is_dir()
   assert (run / 'checkpoints' / 'best').is_dir()
   samples = (run / 'samples.md').read_text()
-  assert '## step 4 (val loss n/a)' in samples and '## step 8 (val loss' in samples
+  val_at_6 = re.search(r'step 6/12 \| val loss (\d\.\d{4})', capsys.readouterr().out)[1]
+  assert '## step 4 (no val loss yet)' in samples
+  assert f'## step 8 (val loss {val_at_6} at step 6)' in samples
 
   events = _events(run)
   for tag in ('train/loss', 'train/bpc', 'val/loss', 'val/bpc', 'lr', 'grad_norm',
