@@ -1,108 +1,157 @@
-"""Benchmarks: `python -m seqlab.bench [--only sampling] [--models smoke,L] [--out FILE]`.
+"""Benchmarks: `python -m seqlab.bench [--train lstm:S,gru:M] [--sample S,L] [--out FILE]`.
 
-Sampling: chars/s of `seqlab.sampling` (one jitted lax.scan) at batch 1 and 64,
-after compilation, timed with `block_until_ready`; random weights (speed does
-not depend on them). Prints a markdown table and writes the rows as JSON.
+In one run, on one machine: the fp32 matmul ceiling (a 2048^3 JAX matmul);
+seqlab's training throughput (chars/s = batch x seq_len / median step time,
+after compilation and warm-up), its GFLOP/s counting 6 x parameters x chars
+and their fraction of the ceiling, compile time and peak memory; the same
+model trained by PyTorch (nn.Embedding -> nn.LSTM/GRU/RNN -> nn.Linear, Adam,
+clipping) when torch is installed; and sampling chars/s at batch 1 and 64.
+Every measurement runs in its own process (`seqlab.bench_worker`). Prints
+markdown tables; `--out` writes everything as JSON.
 """
 
 import json
 import os
 import pathlib
 import platform
-import statistics
+import subprocess
 import sys
-import time
 
 from absl import app
 from absl import flags
-import jax
 
-from seqlab import model as model_lib
-from seqlab import sampling
-
-# Reference shapes: name -> (model fields, training batch, training seq_len). 65 = tiny Shakespeare.
+# name -> (num_layers, hidden_size, batch, seq_len)
 SHAPES = {
-    'smoke': (dict(cell='lstm', num_layers=2, hidden_size=32), 16, 32),
-    'S': (dict(cell='lstm', num_layers=2, hidden_size=128), 50, 50),  # char-rnn's default
-    'M': (dict(cell='lstm', num_layers=2, hidden_size=256), 32, 256),
-    'L': (dict(cell='lstm', num_layers=3, hidden_size=512), 64, 100),  # the post's model
+    'smoke': (2, 32, 16, 32),
+    'S': (2, 128, 50, 50),  # char-rnn's default
+    'M': (2, 256, 32, 256),
+    'L': (3, 512, 64, 100),  # the post's model
 }
-VOCAB = 65
 
-_ONLY = flags.DEFINE_list('only', ['sampling'], 'Benchmarks to run: sampling.')
-_MODELS = flags.DEFINE_list('models', ['smoke', 'S', 'L'], f'Shapes, from {sorted(SHAPES)}.')
-_SAMPLE_BATCHES = flags.DEFINE_list('sample_batches', ['1', '64'], 'Batch sizes for sampling.')
-_SAMPLE_LENGTH = flags.DEFINE_integer('sample_length', 2000, 'Symbols generated per timing.')
-_REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed repetitions (the median is reported).')
-_OUT = flags.DEFINE_string('out', None, 'JSON file for the results (default: print only).')
-
-
-def model_config(shape: str, cell: str | None = None) -> model_lib.ModelConfig:
-  fields = dict(SHAPES[shape][0])
-  if cell:
-    fields['cell'] = cell
-  return model_lib.ModelConfig(vocab_size=VOCAB, **fields)
+_TRAIN = flags.DEFINE_list('train', ['lstm:S', 'lstm:M', 'gru:M', 'lstm:L'],
+                           'cell:shape pairs to train (shapes: smoke, S, M, L); empty: none.')
+_SAMPLE = flags.DEFINE_list('sample', ['smoke', 'S', 'L'], 'Shapes to sample from (LSTM).')
+_SAMPLE_BATCHES = flags.DEFINE_list('sample_batches', ['1', '64'], 'Sampling batch sizes.')
+_STEPS = flags.DEFINE_integer('steps', 10, 'Timed training steps (median reported).')
+_TORCH = flags.DEFINE_bool('torch', True, 'Also train the PyTorch peer (if torch is installed).')
+_MODEL = flags.DEFINE_string('model_fields', '{}', 'JSON of extra ModelConfig fields for seqlab, '
+                             'e.g. \'{"unroll": 2}\'.')
+_OUT = flags.DEFINE_string('out', None, 'JSON file for all results.')
 
 
-def _median_seconds(fn, repeats: int) -> float:
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
-
-
-def bench_sampling(shape: str, batch: int, length: int, repeats: int) -> dict:
-  config = model_config(shape)
-  model = model_lib.CharLM(config)
-  params = model_lib.init_params(config, seed=0)
-  sample = sampling.make_sampler(model, length)
-  key = jax.random.PRNGKey(0)
-  start = time.perf_counter()
-  jax.block_until_ready(sample(params, [0], batch, key, 0.8))
-  compile_s = time.perf_counter() - start
-  seconds = _median_seconds(lambda: sample(params, [0], batch, key, 0.8), repeats)
-  return {'bench': 'sampling', 'shape': shape, 'model': f'{config.num_layers}x'
-          f'{config.hidden_size} {config.cell}', 'batch': batch, 'length': length,
-          'chars_per_sec': batch * length / seconds, 'seconds': seconds,
-          'first_call_s': compile_s}
+def measure(kind: str, **args) -> dict:
+  """Runs one measurement in a fresh process and returns its JSON result."""
+  root = pathlib.Path(__file__).resolve().parents[1]
+  env = dict(os.environ, PYTHONPATH=f'{root}{os.pathsep}{os.environ.get("PYTHONPATH", "")}')
+  result = subprocess.run([sys.executable, '-m', 'seqlab.bench_worker', kind, json.dumps(args)],
+                          capture_output=True, text=True, env=env, check=False)
+  if result.returncode:
+    tail = result.stderr.strip().splitlines()[-1:] or ['(no output)']
+    raise RuntimeError(f'benchmark {kind} {args} failed: {tail[0]}')
+  return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def machine() -> dict:
+  import jax  # pylint: disable=g-import-not-at-top
   device = jax.devices()[0]
-  return {'platform': device.platform, 'device': device.device_kind,
-          'cpu_count': os.cpu_count(), 'processor': platform.processor(),
-          'jax': jax.__version__, 'python': platform.python_version()}
+  return {'platform': device.platform, 'device': device.device_kind, 'cpu_count': os.cpu_count(),
+          'processor': platform.processor() or platform.machine(), 'jax': jax.__version__,
+          'python': platform.python_version()}
 
 
-def markdown(rows: list[dict]) -> str:
-  lines = ['| shape | model | batch | chars/s | first call (compile) s |', '|---|---|---|---|---|']
+def _parse_train(items: list[str]) -> list[tuple[str, str]]:
+  pairs = [tuple(item.split(':')) for item in items]
+  bad = [i for i, p in zip(items, pairs) if len(p) != 2 or p[1] not in SHAPES
+         or p[0] not in ('rnn', 'gru', 'lstm')]
+  if bad:
+    raise app.UsageError(f'--train {bad}: use cell:shape, cell in rnn/gru/lstm, shape in '
+                         f'{sorted(SHAPES)}')
+  return pairs
+
+
+def train_rows(pairs, ceiling: float, steps: int, with_torch: bool, fields: dict) -> list[dict]:
+  rows = []
+  for cell, shape in pairs:
+    layers, hidden, batch, seq_len = SHAPES[shape]
+    args = dict(cell=cell, num_layers=layers, hidden_size=hidden, batch=batch, seq_len=seq_len,
+                steps=steps)
+    ours = measure('train', **args, **fields)
+    gflops = 6 * ours['num_params'] * ours['chars_per_sec'] / 1e9
+    row = {'shape': shape, 'cell': cell, 'layers': layers, 'hidden': hidden, 'batch': batch,
+           'seq_len': seq_len, 'seqlab': ours, 'gflops': gflops, 'of_ceiling': gflops / ceiling}
+    if with_torch:
+      peer = measure('torch_train', **args)
+      row['torch'] = peer
+      if 'chars_per_sec' in peer:
+        row['vs_torch'] = ours['chars_per_sec'] / peer['chars_per_sec']
+    rows.append(row)
+    print(f'train {cell}:{shape}: {ours["chars_per_sec"]:,.0f} chars/s'
+          + (f', {row["vs_torch"]:.2f}x PyTorch' if 'vs_torch' in row else ''),
+          file=sys.stderr, flush=True)
+  return rows
+
+
+def train_table(rows: list[dict], ceiling: float) -> str:
+  lines = [f'Training (fp32 matmul ceiling measured in this run: {ceiling:.0f} GFLOP/s)', '',
+           '| shape | model | batch x seq | seqlab chars/s | GFLOP/s | of ceiling | PyTorch '
+           'chars/s | seqlab / PyTorch | compile s | peak RSS MiB (seqlab / PyTorch) |',
+           '|---|---|---|---:|---:|---:|---:|---:|---:|---:|']
   for r in rows:
-    lines.append(f'| {r["shape"]} | {r["model"]} | {r["batch"]} | {r["chars_per_sec"]:,.0f} | '
-                 f'{r["first_call_s"]:.2f} |')
+    ours, peer = r['seqlab'], r.get('torch', {})
+    peer_speed = f'{peer["chars_per_sec"]:,.0f}' if 'chars_per_sec' in peer else \
+        peer.get('missing', 'not run')
+    ratio = f'**{r["vs_torch"]:.2f}x**' if 'vs_torch' in r else '-'
+    peer_rss = f'{peer["peak_rss_mib"]:,.0f}' if 'peak_rss_mib' in peer else '-'
+    lines.append(f'| {r["shape"]} | {r["layers"]}x{r["hidden"]} {r["cell"]} | {r["batch"]} x '
+                 f'{r["seq_len"]} | {ours["chars_per_sec"]:,.0f} | {r["gflops"]:.1f} | '
+                 f'{r["of_ceiling"]:.0%} | {peer_speed} | {ratio} | {ours["compile_s"]:.1f} | '
+                 f'{ours["peak_rss_mib"]:,.0f} / {peer_rss} |')
+  return '\n'.join(lines)
+
+
+def sample_rows(shapes: list[str], batches: list[int]) -> list[dict]:
+  rows = []
+  for shape in shapes:
+    layers, hidden, _, _ = SHAPES[shape]
+    for batch in batches:
+      result = measure('sample', cell='lstm', num_layers=layers, hidden_size=hidden, batch=batch)
+      rows.append({'shape': shape, 'layers': layers, 'hidden': hidden, 'batch': batch, **result})
+      print(f'sample {shape} batch {batch}: {result["chars_per_sec"]:,.0f} chars/s',
+            file=sys.stderr, flush=True)
+  return rows
+
+
+def sample_table(rows: list[dict]) -> str:
+  lines = ['Sampling (2,000 characters per call, temperature 0.8, no top-k)', '',
+           '| shape | model | batch | chars/s | first call (compile) s |', '|---|---|---:|---:|---:|']
+  for r in rows:
+    lines.append(f'| {r["shape"]} | {r["layers"]}x{r["hidden"]} lstm | {r["batch"]} | '
+                 f'{r["chars_per_sec"]:,.0f} | {r["first_call_s"]:.2f} |')
   return '\n'.join(lines)
 
 
 def main(argv):
-  del argv
-  unknown = [m for m in _MODELS.value if m not in SHAPES]
-  if unknown or set(_ONLY.value) - {'sampling'}:
-    print(f'error: unknown --models {unknown} or --only {_ONLY.value}; models: {sorted(SHAPES)}, '
-          'benchmarks: sampling', file=sys.stderr)
-    sys.exit(2)
-  rows = []
-  for shape in _MODELS.value:
-    for batch in map(int, _SAMPLE_BATCHES.value):
-      rows.append(bench_sampling(shape, batch, _SAMPLE_LENGTH.value, _REPEATS.value))
-      print(f'sampling {shape} batch {batch}: {rows[-1]["chars_per_sec"]:,.0f} chars/s',
-            file=sys.stderr, flush=True)
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  pairs = _parse_train([t for t in _TRAIN.value if t])
+  sample_shapes = [s for s in _SAMPLE.value if s]
+  if set(sample_shapes) - set(SHAPES):
+    raise app.UsageError(f'--sample {sample_shapes}: shapes are {sorted(SHAPES)}')
   info = machine()
-  print(f'Sampling on {info["platform"]} ({info["device"]}, {info["cpu_count"]} CPUs), '
-        f'jax {info["jax"]}:\n')
-  print(markdown(rows))
+  print(f'seqlab.bench on {info["platform"]} ({info["processor"]}, {info["cpu_count"]} CPUs), '
+        f'jax {info["jax"]}, python {info["python"]}\n')
+  results = {'machine': info}
+  if pairs:
+    ceiling = measure('matmul')['gflops']
+    results['matmul_gflops'] = ceiling
+    results['train'] = train_rows(pairs, ceiling, _STEPS.value, _TORCH.value,
+                                  json.loads(_MODEL.value))
+    print(train_table(results['train'], ceiling) + '\n')
+  if sample_shapes:
+    results['sample'] = sample_rows(sample_shapes, [int(b) for b in _SAMPLE_BATCHES.value])
+    print(sample_table(results['sample']))
   if _OUT.value:
-    pathlib.Path(_OUT.value).write_text(json.dumps({'machine': info, 'rows': rows}, indent=2))
+    pathlib.Path(_OUT.value).write_text(json.dumps(results, indent=2))
 
 
 if __name__ == '__main__':

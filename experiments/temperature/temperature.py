@@ -69,10 +69,10 @@ def main(argv):
            '30-grams in train |', '|---|---|---|---|---|']
   for r in rows:
     c = r['copied_ngram_fraction']
-    lines.append(f'| {r["temperature"]} | {r["entropy_bits_per_char"]:.3f} | {c["10"]:.1%} | '
-                 f'{c["20"]:.1%} | {c["30"]:.1%} |')
-  lines.append(f'| held-out text (val split) | - | {reference["10"]:.1%} | {reference["20"]:.1%} '
-               f'| {reference["30"]:.1%} |')
+    lines.append(f'| {r["temperature"]} | {r["entropy_bits_per_char"]:.3f} | {c["10"]:.2%} | '
+                 f'{c["20"]:.2%} | {c["30"]:.2%} |')
+  lines.append(f'| held-out text (val split) | - | {reference["10"]:.2%} | {reference["20"]:.2%} '
+               f'| {reference["30"]:.2%} |')
   for t, text in shown.items():
     lines += ['', f'### Temperature {t}', '', '```', text.strip('\n'), '```']
   out_dir = pathlib.Path(_OUT.value)

@@ -1,0 +1,147 @@
+"""One benchmark measurement per process: `python -m seqlab.bench_worker KIND '{json args}'`.
+
+`seqlab.bench` starts a fresh process for every measurement, so each one's peak
+memory is its own and JAX and PyTorch never share threads. Prints one JSON line.
+
+Kinds: `matmul` (fp32 matmul ceiling, JAX), `train` (seqlab train step),
+`torch_train` (the same model and optimizer in PyTorch), `sample` (seqlab sampler).
+Timings are medians over timed repetitions after warm-up, each ended with
+`block_until_ready` (JAX) so that asynchronous dispatch is not mistaken for speed.
+"""
+
+import json
+import resource
+import statistics
+import sys
+import time
+
+import numpy as np
+
+VOCAB = 65  # tiny Shakespeare's vocabulary
+CLIP = 5.0
+LEARNING_RATE = 2e-3
+
+
+def _median_time(fn, repeats: int) -> float:
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def _peak_rss_mib() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def matmul(size: int = 2048, repeats: int = 10) -> dict:
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
+  b = jax.random.normal(jax.random.PRNGKey(1), (size, size), jnp.float32)
+  dot = jax.jit(jnp.dot)
+  jax.block_until_ready(dot(a, b))
+  seconds = _median_time(lambda: jax.block_until_ready(dot(a, b)), repeats)
+  return {'gflops': 2 * size ** 3 / seconds / 1e9, 'size': size}
+
+
+def _model_config(cell, num_layers, hidden_size, **fields):
+  from seqlab import model as model_lib  # pylint: disable=g-import-not-at-top
+  return model_lib.ModelConfig(vocab_size=VOCAB, cell=cell, num_layers=num_layers,
+                               hidden_size=hidden_size, **fields)
+
+
+def train(cell: str, num_layers: int, hidden_size: int, batch: int, seq_len: int,
+          steps: int = 10, warmup: int = 2, **model_fields) -> dict:
+  """seqlab's jitted, donated train step (Adam, global-norm clipping) on random tokens."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  from seqlab import model as model_lib  # pylint: disable=g-import-not-at-top
+  from seqlab import steps as steps_lib  # pylint: disable=g-import-not-at-top
+  config = _model_config(cell, num_layers, hidden_size, **model_fields)
+  schedule = optax.constant_schedule(LEARNING_RATE)
+  optimizer = optax.chain(optax.clip_by_global_norm(CLIP), optax.adam(schedule))
+  state = steps_lib.init_state(config, optimizer, batch, seed=0)
+  rng = np.random.default_rng(0)
+  inputs, targets = (rng.integers(0, VOCAB, (batch, seq_len), dtype=np.int32) for _ in range(2))
+  reset = np.bool_(False)
+  step = jax.jit(steps_lib.make_train_step(model_lib.CharLM(config), optimizer, schedule),
+                 donate_argnums=0)
+  start = time.perf_counter()
+  compiled = step.lower(state, inputs, targets, reset).compile()
+  compile_s = time.perf_counter() - start
+  for _ in range(warmup):
+    state, metrics = compiled(state, inputs, targets, reset)
+  jax.block_until_ready(metrics)
+
+  def one_step():
+    nonlocal state
+    state, metrics = compiled(state, inputs, targets, reset)
+    jax.block_until_ready(metrics)
+  seconds = _median_time(one_step, steps)
+  return {'step_s': seconds, 'chars_per_sec': batch * seq_len / seconds, 'compile_s': compile_s,
+          'num_params': model_lib.count_params(state.params), 'peak_rss_mib': _peak_rss_mib()}
+
+
+def torch_train(cell: str, num_layers: int, hidden_size: int, batch: int, seq_len: int,
+                steps: int = 10, warmup: int = 2) -> dict:
+  """PyTorch peer: nn.Embedding -> nn.LSTM/GRU/RNN -> nn.Linear, Adam, clipping, carried state."""
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return {'missing': 'torch is not installed (pip install torch to compare)'}
+  torch.manual_seed(0)
+  rnn_class = {'lstm': torch.nn.LSTM, 'gru': torch.nn.GRU, 'rnn': torch.nn.RNN}[cell]
+  # Embedding(V, V) stands in for seqlab's one-hot input: the same layer-1 weight shape.
+  embed = torch.nn.Embedding(VOCAB, VOCAB)
+  rnn = rnn_class(VOCAB, hidden_size, num_layers, batch_first=True)
+  head = torch.nn.Linear(hidden_size, VOCAB)
+  modules = torch.nn.ModuleList([embed, rnn, head])
+  optimizer = torch.optim.Adam(modules.parameters(), lr=LEARNING_RATE)
+  rng = np.random.default_rng(0)
+  inputs, targets = (torch.from_numpy(rng.integers(0, VOCAB, (batch, seq_len))) for _ in range(2))
+  zeros = torch.zeros(num_layers, batch, hidden_size)
+  carry = (zeros, zeros.clone()) if cell == 'lstm' else zeros
+
+  def one_step():
+    nonlocal carry
+    out, new_carry = rnn(embed(inputs), carry)
+    loss = torch.nn.functional.cross_entropy(head(out).reshape(-1, VOCAB), targets.reshape(-1))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(modules.parameters(), CLIP)
+    optimizer.step()
+    carry = tuple(c.detach() for c in new_carry) if cell == 'lstm' else new_carry.detach()
+    loss.item()  # wait for the step, as block_until_ready does for JAX
+  for _ in range(warmup):
+    one_step()
+  seconds = _median_time(one_step, steps)
+  return {'step_s': seconds, 'chars_per_sec': batch * seq_len / seconds,
+          'num_params': sum(p.numel() for p in modules.parameters()),
+          'peak_rss_mib': _peak_rss_mib(), 'threads': torch.get_num_threads()}
+
+
+def sample(cell: str, num_layers: int, hidden_size: int, batch: int, length: int = 2000,
+           repeats: int = 5) -> dict:
+  import jax  # pylint: disable=g-import-not-at-top
+  from seqlab import model as model_lib  # pylint: disable=g-import-not-at-top
+  from seqlab import sampling  # pylint: disable=g-import-not-at-top
+  config = _model_config(cell, num_layers, hidden_size)
+  params = model_lib.init_params(config, seed=0)
+  sampler = sampling.make_sampler(model_lib.CharLM(config), length)
+  key = jax.random.PRNGKey(0)
+  start = time.perf_counter()
+  jax.block_until_ready(sampler(params, [0], batch, key, 0.8))
+  first_call_s = time.perf_counter() - start
+  seconds = _median_time(lambda: jax.block_until_ready(sampler(params, [0], batch, key, 0.8)),
+                         repeats)
+  return {'chars_per_sec': batch * length / seconds, 'first_call_s': first_call_s,
+          'peak_rss_mib': _peak_rss_mib()}
+
+
+KINDS = {'matmul': matmul, 'train': train, 'torch_train': torch_train, 'sample': sample}
+
+if __name__ == '__main__':
+  kind, args = sys.argv[1], json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}
+  print(json.dumps(KINDS[kind](**args)))
