@@ -40,6 +40,7 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   config.model.embed_size = 0  # 0: one-hot input as in char-rnn; >0: a learned embedding
   config.model.dropout = 0.5  # on the output of every recurrent layer
   config.model.unroll = 1  # jax.lax.scan unroll factor (speed only)
+  config.model.backward = 'fused'  # gradients by seqlab.recurrence's custom VJP; 'autodiff': reference
 
   # --- optim: optimizer and learning-rate schedule (all inside the jitted step).
   config.optim = config_dict.ConfigDict()

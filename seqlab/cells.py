@@ -1,11 +1,13 @@
-"""Recurrent cells as pure step functions `(carry, x_proj_t) -> (carry, h_t)`.
+"""Recurrent cells, split into the recurrent matmul and an elementwise update.
 
-The input projection `x_t @ W_ih + b` of every time step is computed before the
-scan in one large matmul (see `model.RecurrentLayer`), so a step only does the
-recurrent matmul `h @ W_hh` and the elementwise gate math. Gates are fused into
-one matrix: column blocks in the order given by `GATES`.
+A step is `hh = h @ W_hh + b_hh` (the only matmul) followed by
+`carry = update(carry, x̂, hh)` (elementwise). The input projection
+`x̂ = x W_ih + b` of every time step is computed before the scan in one large
+matmul (see `model.RecurrentLayer`). The split lets `seqlab.recurrence` write
+the backward pass with one matmul per step and the weight gradient as one
+large matmul after the scan. Gates are fused: column blocks in `GATES` order.
 
-Equations (x̂ = x W_ih + b, the hoisted projection; ⊙ elementwise):
+Equations (⊙ elementwise):
   rnn:  h' = tanh(x̂ + h W_hh)                         (the post's RNN)
   gru:  r = σ(x̂_r + h W_hr), z = σ(x̂_z + h W_hz)
         n = tanh(x̂_n + r ⊙ (h W_hn + b_hn))
@@ -14,6 +16,7 @@ Equations (x̂ = x W_ih + b, the hoisted projection; ⊙ elementwise):
         c' = f ⊙ c + i ⊙ g,  h' = o ⊙ tanh(c')
 """
 
+import functools
 from typing import Any
 
 import jax
@@ -33,27 +36,48 @@ def output(cell: str, carry: Carry) -> jax.Array:
   return carry[1] if cell == 'lstm' else carry
 
 
-def rnn_step(params, h, xp):
-  return (h := jnp.tanh(xp + h @ params['kernel_hh'])), h
+def with_output(cell: str, carry: Carry, h: jax.Array) -> Carry:
+  """`carry` with its hidden state replaced by `h`."""
+  return (carry[0], h) if cell == 'lstm' else h
 
 
-def gru_step(params, h, xp):
+def recurrent_bias(cell: str, params) -> jax.Array | None:
+  """b_hh of `hh = h @ W_hh + b_hh`: GRU's b_hn on the n block; None for the others."""
+  if cell != 'gru':
+    return None
+  hidden = params['bias_hn'].shape[0]
+  return jnp.concatenate([jnp.zeros((2 * hidden,), params['bias_hn'].dtype), params['bias_hn']])
+
+
+def rnn_update(h, xp, hh):
+  del h
+  return jnp.tanh(xp + hh)
+
+
+def gru_update(h, xp, hh):
   hidden = h.shape[-1]
-  hh = h @ params['kernel_hh']
   r = jax.nn.sigmoid(xp[..., :hidden] + hh[..., :hidden])
   z = jax.nn.sigmoid(xp[..., hidden:2 * hidden] + hh[..., hidden:2 * hidden])
-  n = jnp.tanh(xp[..., 2 * hidden:] + r * (hh[..., 2 * hidden:] + params['bias_hn']))
-  h = (1.0 - z) * n + z * h
-  return h, h
+  n = jnp.tanh(xp[..., 2 * hidden:] + r * hh[..., 2 * hidden:])
+  return (1.0 - z) * n + z * h
 
 
-def lstm_step(params, carry, xp):
-  c, h = carry
-  gates = xp + h @ params['kernel_hh']
-  i, f, g, o = jnp.split(gates, 4, axis=-1)
+def lstm_update(carry, xp, hh):
+  c, _ = carry
+  i, f, g, o = jnp.split(xp + hh, 4, axis=-1)
   c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-  h = jax.nn.sigmoid(o) * jnp.tanh(c)
-  return (c, h), h
+  return c, jax.nn.sigmoid(o) * jnp.tanh(c)
 
 
-STEPS = {'rnn': rnn_step, 'gru': gru_step, 'lstm': lstm_step}
+UPDATES = {'rnn': rnn_update, 'gru': gru_update, 'lstm': lstm_update}
+
+
+def step(cell: str, params, carry: Carry, xp):
+  """One time step `(carry, x̂_t) -> (carry, h_t)`; `params` holds kernel_hh (and bias_hn)."""
+  hh = output(cell, carry) @ params['kernel_hh']
+  bias = recurrent_bias(cell, params)
+  carry = UPDATES[cell](carry, xp, hh if bias is None else hh + bias)
+  return carry, output(cell, carry)
+
+
+STEPS = {cell: functools.partial(step, cell) for cell in GATES}

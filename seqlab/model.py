@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from seqlab import cells
+from seqlab import recurrence
 from seqlab.errors import SeqlabError
 
 
@@ -31,6 +32,7 @@ class ModelConfig:
   embed_size: int = 0  # 0: one-hot input (char-rnn)
   dropout: float = 0.0  # on the output of every recurrent layer
   unroll: int = 1  # jax.lax.scan unroll factor
+  backward: str = 'fused'  # 'fused' (custom VJP) or 'autodiff' (the reference): speed only
 
   def __post_init__(self):
     if self.cell not in cells.GATES:
@@ -38,6 +40,9 @@ class ModelConfig:
     for name in ('vocab_size', 'num_layers', 'hidden_size', 'unroll'):
       if getattr(self, name) < 1:
         raise SeqlabError(f'model.{name} must be >= 1, got {getattr(self, name)}')
+    if self.backward not in recurrence.BACKWARDS:
+      raise SeqlabError(f'model.backward must be one of {recurrence.BACKWARDS}, '
+                        f'got {self.backward!r}')
     if self.embed_size < 0:
       raise SeqlabError(f'model.embed_size must be >= 0 (0 = one-hot), got {self.embed_size}')
     if not 0.0 <= self.dropout < 1.0:
@@ -80,6 +85,7 @@ class RecurrentLayer(nn.Module):
   cell: str
   hidden_size: int
   unroll: int = 1
+  backward: str = 'fused'  # how gradients are computed (seqlab.recurrence); speed only
 
   @nn.compact
   def __call__(self, x_BxTxD, carry):
@@ -96,13 +102,14 @@ class RecurrentLayer(nn.Module):
                                           (self.hidden_size,))
     # Hoisted input projection, time-major for the scan.
     xp_TxBxG = jnp.einsum('btd,dg->tbg', x_BxTxD, kernel_ih) + bias
-    step = functools.partial(cells.STEPS[self.cell], step_params)
     if self.is_mutable_collection('intermediates'):  # record the whole state of every step
-      step = _emit_carry(step)
+      step = _emit_carry(functools.partial(cells.STEPS[self.cell], step_params))
       carry, (h_TxBxH, states) = jax.lax.scan(step, carry, xp_TxBxG, unroll=self.unroll)
       self.sow('intermediates', 'states', jax.tree.map(lambda s: jnp.swapaxes(s, 0, 1), states))
     else:
-      carry, h_TxBxH = jax.lax.scan(step, carry, xp_TxBxG, unroll=self.unroll)
+      h_TxBxH, carry = recurrence.scan(
+          self.cell, step_params['kernel_hh'], cells.recurrent_bias(self.cell, step_params),
+          xp_TxBxG, carry, self.unroll, self.backward)
     return jnp.swapaxes(h_TxBxH, 0, 1), carry
 
 
@@ -130,7 +137,7 @@ class CharLM(nn.Module):
       x = jax.nn.one_hot(tokens_BxT, cfg.vocab_size)
     new_carry = []
     for i in range(cfg.num_layers):
-      x, layer_carry = RecurrentLayer(cfg.cell, cfg.hidden_size, cfg.unroll,
+      x, layer_carry = RecurrentLayer(cfg.cell, cfg.hidden_size, cfg.unroll, cfg.backward,
                                       name=f'layer_{i}')(x, carry[i])
       new_carry.append(layer_carry)
       x = nn.Dropout(cfg.dropout, deterministic=not train)(x)
