@@ -1,0 +1,36 @@
+"""`python -m seqlab.bench` runs end to end on a tiny shape and reports what it promises."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_bench_reports_training_sampling_and_the_torch_peer(tmp_path):
+  out = tmp_path / 'bench.json'
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+  result = subprocess.run(
+      [sys.executable, '-m', 'seqlab.bench', '--train', 'lstm:smoke,gru:smoke', '--sample', 'smoke',
+       '--sample_batches', '1', '--steps', '2', '--out', str(out)],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr
+  report = json.loads(out.read_text())
+  assert report['matmul_gflops'] > 0 and report['machine']['cpu_count'] >= 1
+  lstm, gru = report['train']
+  assert (lstm['cell'], gru['cell'], lstm['batch'], lstm['seq_len']) == ('lstm', 'gru', 16, 32)
+  for row in (lstm, gru):
+    ours = row['seqlab']
+    assert ours['chars_per_sec'] == 16 * 32 / ours['step_s']
+    assert row['gflops'] == 6 * ours['num_params'] * ours['chars_per_sec'] / 1e9
+    assert ours['compile_s'] > 0 and ours['peak_rss_mib'] > 50
+    if importlib.util.find_spec('torch'):
+      assert row['vs_torch'] == ours['chars_per_sec'] / row['torch']['chars_per_sec']
+    else:
+      assert 'torch is not installed' in row['torch']['missing']
+  assert lstm['seqlab']['num_params'] > gru['seqlab']['num_params']  # 4 gate blocks vs 3
+  (sample,) = report['sample']
+  assert sample['batch'] == 1 and sample['chars_per_sec'] > 0
+  assert '| smoke | 2x32 lstm | 16 x 32 |' in result.stdout
