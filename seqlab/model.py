@@ -79,20 +79,23 @@ def _lstm_bias(key, shape, dtype=jnp.float32):
 class RecurrentLayer(nn.Module):
   """One recurrent layer over a whole sequence: (x BxTxD, carry) -> (h BxTxH, carry).
 
+  With `time_major=True` the sequences are TxBxD -> TxBxH instead (what `CharLM`
+  uses between layers: the scan runs over the leading axis, so no transposes).
   Applied with `mutable=['intermediates']`, it also records its state after
-  every step (`states`: the carry with a time axis, BxTx...; (c, h) for LSTM).
+  every step (`states`: the carry with a time axis, in the layout of the
+  output; (c, h) for LSTM).
   """
   cell: str
   hidden_size: int
   unroll: int = 1
   backward: str = 'fused'  # how gradients are computed (seqlab.recurrence); speed only
+  time_major: bool = False
 
   @nn.compact
-  def __call__(self, x_BxTxD, carry):
+  def __call__(self, x, carry):
     gates = cells.GATES[self.cell]
     width = gates * self.hidden_size
-    kernel_ih = self.param('kernel_ih', nn.initializers.glorot_uniform(),
-                           (x_BxTxD.shape[-1], width))
+    kernel_ih = self.param('kernel_ih', nn.initializers.glorot_uniform(), (x.shape[-1], width))
     bias_init = _lstm_bias if self.cell == 'lstm' else nn.initializers.zeros_init()
     bias = self.param('bias', bias_init, (width,))
     step_params = {'kernel_hh': self.param('kernel_hh', _orthogonal_blocks(gates),
@@ -100,17 +103,19 @@ class RecurrentLayer(nn.Module):
     if self.cell == 'gru':
       step_params['bias_hn'] = self.param('bias_hn', nn.initializers.zeros_init(),
                                           (self.hidden_size,))
-    # Hoisted input projection, time-major for the scan.
-    xp_TxBxG = jnp.einsum('btd,dg->tbg', x_BxTxD, kernel_ih) + bias
+    # The input projection of all time steps at once, time-major for the scan.
+    layout = 'tbd,dg->tbg' if self.time_major else 'btd,dg->tbg'
+    xp_TxBxG = jnp.einsum(layout, x, kernel_ih) + bias
+    to_output_layout = (lambda a: a) if self.time_major else (lambda a: jnp.swapaxes(a, 0, 1))
     if self.is_mutable_collection('intermediates'):  # record the whole state of every step
       step = _emit_carry(functools.partial(cells.STEPS[self.cell], step_params))
       carry, (h_TxBxH, states) = jax.lax.scan(step, carry, xp_TxBxG, unroll=self.unroll)
-      self.sow('intermediates', 'states', jax.tree.map(lambda s: jnp.swapaxes(s, 0, 1), states))
+      self.sow('intermediates', 'states', jax.tree.map(to_output_layout, states))
     else:
       h_TxBxH, carry = recurrence.scan(
           self.cell, step_params['kernel_hh'], cells.recurrent_bias(self.cell, step_params),
           xp_TxBxG, carry, self.unroll, self.backward)
-    return jnp.swapaxes(h_TxBxH, 0, 1), carry
+    return to_output_layout(h_TxBxH), carry
 
 
 def _emit_carry(step):
@@ -131,18 +136,19 @@ class CharLM(nn.Module):
   @nn.compact
   def __call__(self, tokens_BxT, carry, *, train: bool = False):
     cfg = self.config
+    tokens_TxB = tokens_BxT.T  # time-major inside: each layer scans its leading axis
     if cfg.embed_size:
-      x = nn.Embed(cfg.vocab_size, cfg.embed_size, name='embed')(tokens_BxT)
+      x = nn.Embed(cfg.vocab_size, cfg.embed_size, name='embed')(tokens_TxB)
     else:
-      x = jax.nn.one_hot(tokens_BxT, cfg.vocab_size)
+      x = jax.nn.one_hot(tokens_TxB, cfg.vocab_size)
     new_carry = []
     for i in range(cfg.num_layers):
       x, layer_carry = RecurrentLayer(cfg.cell, cfg.hidden_size, cfg.unroll, cfg.backward,
-                                      name=f'layer_{i}')(x, carry[i])
+                                      time_major=True, name=f'layer_{i}')(x, carry[i])
       new_carry.append(layer_carry)
       x = nn.Dropout(cfg.dropout, deterministic=not train)(x)
-    logits_BxTxV = nn.Dense(cfg.vocab_size, name='decoder')(x)
-    return logits_BxTxV, tuple(new_carry)
+    logits_TxBxV = nn.Dense(cfg.vocab_size, name='decoder')(x)
+    return jnp.swapaxes(logits_TxBxV, 0, 1), tuple(new_carry)
 
 
 def init_params(config: ModelConfig, seed: int):

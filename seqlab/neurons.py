@@ -62,8 +62,8 @@ def record(run: runs.LoadedRun, text: str, top_k: int = 5) -> Recording:
   for layer in range(cfg.num_layers):
     (states,) = intermediates[f'layer_{layer}']['states']
     named = zip(('c', 'h'), states) if cfg.cell == 'lstm' else [('h', states)]
-    for kind, values_1xNxH in named:
-      columns.append(np.asarray(values_1xNxH[0]))
+    for kind, values_Nx1xH in named:  # CharLM's layers are time-major
+      columns.append(np.asarray(values_Nx1xH[:, 0]))
       units += [f'{layer}/{kind}/{j}' for j in range(cfg.hidden_size)]
   return Recording(text, units, np.concatenate(columns, axis=1),
                    np.asarray(top_ids), np.asarray(top_probs))

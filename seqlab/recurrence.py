@@ -8,9 +8,10 @@ scan that, at every step, also accumulates the weight gradient
 whole H x G accumulator per step. Here the backward scan only propagates
 `dh_{t-1} = dhh_t W_hh^T` (one matmul per step) and emits `dhh_t`; the weight
 gradient is then one large (H x T*B) @ (T*B x G) matmul after the scan. The
-forward pass saves the pre-update carry and `hh` of every step (what automatic
-differentiation would save too); the elementwise gate math is recomputed in the
-backward step by `jax.vjp` of the cell's update, which is cheap.
+forward pass saves the carry and the gate activations of every step (what
+automatic differentiation would save too), and each cell's backward step is
+written by hand in `seqlab.cells` over whole gate blocks (the automatic one
+slices and pads the gate block, which is several times slower on CPU).
 
 `backward='autodiff'` differentiates the plain scan instead: the reference the
 tests compare the fused pass against (values and gradients).
@@ -33,7 +34,7 @@ def _recurrent_input(cell, carry, kernel_hh, bias_hh):
 
 def _plain_scan(cell, unroll, kernel_hh, bias_hh, xp_TxBxG, carry):
   def step(carry, xp_t):
-    carry = cells.UPDATES[cell](carry, xp_t, _recurrent_input(cell, carry, kernel_hh, bias_hh))
+    carry = cells.update(cell, carry, xp_t, _recurrent_input(cell, carry, kernel_hh, bias_hh))
     return carry, cells.output(cell, carry)
 
   carry, h_TxBxH = jax.lax.scan(step, carry, xp_TxBxG, unroll=unroll)
@@ -45,32 +46,44 @@ def _fused_scan(cell, unroll, kernel_hh, bias_hh, xp_TxBxG, carry):
   return _plain_scan(cell, unroll, kernel_hh, bias_hh, xp_TxBxG, carry)
 
 
+def _shift_in(first, rest_Tx):
+  """[first, rest[0], ..., rest[T-2]]: the carries *before* each step."""
+  return jnp.concatenate([first[None], rest_Tx[:-1]], axis=0)
+
+
 def _fused_forward(cell, unroll, kernel_hh, bias_hh, xp_TxBxG, carry0):
   def step(carry, xp_t):
-    hh = _recurrent_input(cell, carry, kernel_hh, bias_hh)
-    new_carry = cells.UPDATES[cell](carry, xp_t, hh)
-    return new_carry, (cells.output(cell, new_carry), hh, carry)
+    new_carry, saved = cells.FORWARDS[cell](carry, xp_t,
+                                            _recurrent_input(cell, carry, kernel_hh, bias_hh))
+    return new_carry, (new_carry, saved)
 
-  carry, (h_TxBxH, hh_TxBxG, prev_carries) = jax.lax.scan(step, carry0, xp_TxBxG, unroll=unroll)
-  return (h_TxBxH, carry), (kernel_hh, bias_hh, xp_TxBxG, hh_TxBxG, prev_carries)
+  carry, (carries, saved) = jax.lax.scan(step, carry0, xp_TxBxG, unroll=unroll)
+  h_TxBxH = cells.output(cell, carries)
+  return (h_TxBxH, carry), (kernel_hh, bias_hh, carry0, carries, saved)
 
 
 def _fused_backward(cell, unroll, residuals, cotangents):
-  kernel_hh, bias_hh, xp_TxBxG, hh_TxBxG, prev_carries = residuals
+  kernel_hh, bias_hh, carry0, carries, saved = residuals
   dh_TxBxH, dcarry = cotangents
-  update = cells.UPDATES[cell]
+  prev_carries = jax.tree.map(_shift_in, carry0, carries)
+  backward = cells.BACKWARDS[cell]
 
   def step(dcarry, inputs):
-    xp_t, hh_t, carry_prev, dh_t = inputs
+    carry_prev, carry, saved_t, dh_t = inputs
     # h_t is both the output at t and part of the carry: its cotangents add up.
     dcarry = cells.with_output(cell, dcarry, cells.output(cell, dcarry) + dh_t)
-    _, update_vjp = jax.vjp(update, carry_prev, xp_t, hh_t)
-    dcarry_prev, dxp_t, dhh_t = update_vjp(dcarry)
-    dh_prev = cells.output(cell, dcarry_prev) + dhh_t @ kernel_hh.T
-    return cells.with_output(cell, dcarry_prev, dh_prev), (dxp_t, dhh_t)
+    dcarry_prev, dxp_t, dhh_t = backward(carry_prev, carry, saved_t, dcarry)
+    dh_prev = dhh_t @ kernel_hh.T
+    direct = cells.output(cell, dcarry_prev) if dcarry_prev is not None else None
+    if direct is not None:
+      dh_prev = dh_prev + direct
+    # LSTM and RNN: dxp == dhh (x̂ and hh enter as a sum); emit it once.
+    return dh_prev if cell == 'rnn' else cells.with_output(cell, dcarry_prev, dh_prev), \
+        (dxp_t, None if dhh_t is dxp_t else dhh_t)
 
   dcarry0, (dxp_TxBxG, dhh_TxBxG) = jax.lax.scan(
-      step, dcarry, (xp_TxBxG, hh_TxBxG, prev_carries, dh_TxBxH), reverse=True, unroll=unroll)
+      step, dcarry, (prev_carries, carries, saved, dh_TxBxH), reverse=True, unroll=unroll)
+  dhh_TxBxG = dxp_TxBxG if dhh_TxBxG is None else dhh_TxBxG
   h_prev_TxBxH = cells.output(cell, prev_carries)
   dkernel_hh = jnp.einsum('tbh,tbg->hg', h_prev_TxBxH, dhh_TxBxG)  # one large matmul
   dbias_hh = None if bias_hh is None else jnp.sum(dhh_TxBxG, axis=(0, 1))
