@@ -83,8 +83,9 @@ def gru_backward(h_prev, h, saved, dh):
   rz, n, hn = saved
   hidden = n.shape[-1]
   r, z = rz[..., :hidden], rz[..., hidden:]
+  drz_dpre = rz * (1.0 - rz)  # whole block first: faster
   dn_pre = dh * (1.0 - z) * (1.0 - n * n)
-  drz = jnp.concatenate([dn_pre * hn, dh * (h_prev - n)], axis=-1) * rz * (1.0 - rz)
+  drz = jnp.concatenate([dn_pre * hn, dh * (h_prev - n)], axis=-1) * drz_dpre
   dxp = jnp.concatenate([drz, dn_pre], axis=-1)
   dhh = jnp.concatenate([drz, dn_pre * r], axis=-1)
   return dh * z, dxp, dhh
@@ -116,11 +117,12 @@ def lstm_backward(carry_prev, carry, s, dcarry):
   c_prev, c = carry_prev[0], carry[0]
   dc, dh = dcarry
   hidden = c.shape[-1]
+  dsigmoid = s * (1.0 - s) * _lstm_gate_scale(hidden, s.dtype)  # whole block first: faster
   i, f, g, o = _lstm_gates(s, hidden)
   tanh_c = jnp.tanh(c)
   dc = dc + dh * o * (1.0 - tanh_c * tanh_c)
   ds = jnp.concatenate([dc * (2.0 * g - 1.0), dc * c_prev, 2.0 * dc * i, dh * tanh_c], axis=-1)
-  dpre = ds * s * (1.0 - s) * _lstm_gate_scale(hidden, s.dtype)
+  dpre = ds * dsigmoid
   return (dc * f, None), dpre, dpre  # dh_prev: only through hh
 
 

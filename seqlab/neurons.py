@@ -174,13 +174,15 @@ def analyse(run: runs.LoadedRun, text: str, out: pathlib.Path, extra_units=(),
   return report
 
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory of a training run.')
-_TEXT = flags.DEFINE_string('text', None, 'Text file to read (default: the run\'s val split).')
-_MAX_CHARS = flags.DEFINE_integer('max_chars', 10_000, 'Read at most this many characters.')
-_OUT = flags.DEFINE_string('out', None, 'Output folder (default: RUN_DIR/neurons).')
-_CHECKPOINT = flags.DEFINE_string('checkpoint', 'best', "'best', 'latest' or a step number.")
-_UNITS = flags.DEFINE_list('unit', [], 'Also draw these units (e.g. 1/c/42,0/h/7).')
-flags.mark_flags_as_required(['workdir'])
+def define_flags() -> None:
+  """The command's flags (defined only when run as a command, so the library imports cleanly)."""
+  flags.DEFINE_string('workdir', None, 'Run directory of a training run.')
+  flags.DEFINE_string('text', None, "Text file to read (default: the run's val split).")
+  flags.DEFINE_integer('max_chars', 10_000, 'Read at most this many characters.')
+  flags.DEFINE_string('out', None, 'Output folder (default: RUN_DIR/neurons).')
+  flags.DEFINE_string('checkpoint', 'best', "'best', 'latest' or a step number.")
+  flags.DEFINE_list('unit', [], 'Also draw these units (e.g. 1/c/42,0/h/7).')
+  flags.mark_flags_as_required(['workdir'])
 
 
 def _read_text(run: runs.LoadedRun, path: str | None, max_chars: int) -> str:
@@ -209,23 +211,24 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   logging.set_verbosity(logging.WARNING)
+  f = flags.FLAGS
   try:
-    run = runs.load_run(_WORKDIR.value, _CHECKPOINT.value)
-    unknown = [u for u in _UNITS.value if not re.fullmatch(r'\d+/[ch]/\d+', u)]
+    run = runs.load_run(f.workdir, f.checkpoint)
+    unknown = [u for u in f.unit if not re.fullmatch(r'\d+/[ch]/\d+', u)]
     if unknown:
       raise SeqlabError(f'--unit {unknown[0]!r}: write units as layer/state/index, e.g. 1/c/42')
-    text = _read_text(run, _TEXT.value, _MAX_CHARS.value)
-    out = pathlib.Path(_OUT.value) if _OUT.value else run.workdir / 'neurons'
+    text = _read_text(run, f.text, f.max_chars)
+    out = pathlib.Path(f.out) if f.out else run.workdir / 'neurons'
     if out.exists() and not out.is_dir():
       raise SeqlabError(f'--out {out} is a file; give a folder')
     cfg = run.model.config
-    for unit in _UNITS.value:
+    for unit in f.unit:
       layer, kind, index = unit.split('/')
       if int(layer) >= cfg.num_layers or int(index) >= cfg.hidden_size or \
           (kind == 'c' and cfg.cell != 'lstm'):
         raise SeqlabError(f'--unit {unit} does not exist in a {cfg.num_layers}x'
                           f'{cfg.hidden_size} {cfg.cell}')
-    report = analyse(run, text, out, _UNITS.value)
+    report = analyse(run, text, out, f.unit)
   except SeqlabError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
@@ -235,4 +238,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

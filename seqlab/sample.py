@@ -20,17 +20,21 @@ from seqlab import runs
 from seqlab import sampling
 from seqlab.errors import SeqlabError
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory of a training run.')
-_CHECKPOINT = flags.DEFINE_string('checkpoint', 'best', "'best', 'latest' or a step number.")
-_PRIME = flags.DEFINE_string('prime', None, 'Text the model reads first (default: a newline, '
-                             'or the first symbol of the vocabulary if it has none).')
-_LENGTH = flags.DEFINE_integer('length', 2000, 'Symbols to generate per sample.')
-_NUM_SAMPLES = flags.DEFINE_integer('num_samples', 1, 'Samples, generated as one batch.')
-_TEMPERATURE = flags.DEFINE_float('temperature', 1.0, 'Softmax temperature (> 0).')
-_TOP_K = flags.DEFINE_integer('top_k', 0, 'Sample among the k most likely symbols (0: all).')
-_GREEDY = flags.DEFINE_bool('greedy', False, 'Always take the most likely symbol.')
-_SEED = flags.DEFINE_integer('seed', 0, 'PRNG seed.')
-flags.mark_flags_as_required(['workdir'])
+
+
+def define_flags() -> None:
+  """The command's flags (defined only when run as a command, so the library imports cleanly)."""
+  flags.DEFINE_string('workdir', None, 'Run directory of a training run.')
+  flags.DEFINE_string('checkpoint', 'best', "'best', 'latest' or a step number.")
+  flags.DEFINE_string('prime', None, 'Text the model reads first (default: a newline, '
+                      'or the first symbol of the vocabulary if it has none).')
+  flags.DEFINE_integer('length', 2000, 'Symbols to generate per sample.')
+  flags.DEFINE_integer('num_samples', 1, 'Samples, generated as one batch.')
+  flags.DEFINE_float('temperature', 1.0, 'Softmax temperature (> 0).')
+  flags.DEFINE_integer('top_k', 0, 'Sample among the k most likely symbols (0: all).')
+  flags.DEFINE_bool('greedy', False, 'Always take the most likely symbol.')
+  flags.DEFINE_integer('seed', 0, 'PRNG seed.')
+  flags.mark_flags_as_required(['workdir'])
 
 
 def check_options(length: int, num_samples: int, temperature: float, top_k: int) -> None:
@@ -74,12 +78,13 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   logging.set_verbosity(logging.WARNING)
+  f = flags.FLAGS
   try:
-    check_options(_LENGTH.value, _NUM_SAMPLES.value, _TEMPERATURE.value, _TOP_K.value)
-    run = runs.load_run(_WORKDIR.value, _CHECKPOINT.value)
+    check_options(f.length, f.num_samples, f.temperature, f.top_k)
+    run = runs.load_run(f.workdir, f.checkpoint)
     print(f'seqlab.sample: {runs.describe(run)}', file=sys.stderr)
-    texts = generate(run, _PRIME.value, _LENGTH.value, _NUM_SAMPLES.value, _TEMPERATURE.value,
-                     _TOP_K.value, _GREEDY.value, _SEED.value)
+    texts = generate(run, f.prime, f.length, f.num_samples, f.temperature, f.top_k, f.greedy,
+                     f.seed)
   except SeqlabError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
@@ -92,4 +97,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)
