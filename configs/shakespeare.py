@@ -1,12 +1,13 @@
 r"""Character-level LSTM on tiny Shakespeare (the post's model), with variants.
 
-Commands and what they measured (2026-11-26; README.md, "Results", has the details):
+Commands and what they measured (README.md, "Results", has the details):
 
   python launch.py --config configs/shakespeare.py
       3x512 LSTM, dropout 0.5, 6,000 steps: val 1.4566 nats/char (2.1014 bpc) in 94 s on one
-      H200; about 34 min per 1,000 steps on a 2-core CPU.
+      H200 (2026-11-26); about 25 min per 1,000 steps on a 2-core CPU (seqlab.bench, shape L).
   python launch.py --config configs/shakespeare.py:cpu
-      2x256 LSTM, 4,900 steps: val 1.5006 nats/char (2.1649 bpc) in 12.3 min on a 2-core CPU.
+      2x256 LSTM, 4,900 steps: val 1.4981 nats/char (2.1614 bpc) in 10.5 min on a 2-core CPU
+      (2026-11-27).
   python launch.py --config configs/shakespeare.py:smoke
       tiny model, 40 steps, every code path (eval, test split, samples, checkpoints): 8 s on CPU.
 
@@ -40,7 +41,7 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   config.model.embed_size = 0  # 0: one-hot input as in char-rnn; >0: a learned embedding
   config.model.dropout = 0.5  # on the output of every recurrent layer
   config.model.unroll = 1  # jax.lax.scan unroll factor (speed only)
-  config.model.backward = 'fused'  # gradients by seqlab.recurrence's custom VJP; 'autodiff': reference
+  config.model.backward = 'fused'  # seqlab.recurrence's custom VJP; 'autodiff': the reference
 
   # --- optim: optimizer and learning-rate schedule (all inside the jitted step).
   config.optim = config_dict.ConfigDict()

@@ -19,6 +19,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 
 # name -> (num_layers, hidden_size, batch, seq_len)
 SHAPES = {
@@ -123,7 +124,8 @@ def sample_rows(shapes: list[str], batches: list[int]) -> list[dict]:
 
 def sample_table(rows: list[dict]) -> str:
   lines = ['Sampling (2,000 characters per call, temperature 0.8, no top-k)', '',
-           '| shape | model | batch | chars/s | first call (compile) s |', '|---|---|---:|---:|---:|']
+           '| shape | model | batch | chars/s | first call (compile) s |',
+           '|---|---|---:|---:|---:|']
   for r in rows:
     lines.append(f'| {r["shape"]} | {r["layers"]}x{r["hidden"]} lstm | {r["batch"]} | '
                  f'{r["chars_per_sec"]:,.0f} | {r["first_call_s"]:.2f} |')
@@ -133,6 +135,7 @@ def sample_table(rows: list[dict]) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  logging.set_verbosity(logging.WARNING)
   pairs = _parse_train([t for t in _TRAIN.value if t])
   sample_shapes = [s for s in _SAMPLE.value if s]
   if set(sample_shapes) - set(SHAPES):

@@ -12,7 +12,6 @@ import jax
 import orbax.checkpoint as ocp
 from ml_collections import config_dict
 
-from seqlab import checkpoint
 from seqlab import data
 from seqlab import model as model_lib
 from seqlab import optim

@@ -271,7 +271,7 @@ def train_and_evaluate(config, workdir, stop_at_step: int | None = None) -> dict
   print(f'done: val loss {results["val_loss"]:.4f} nats/char = {results["val_bpc"]:.4f} bits/char'
         + (f', test loss {results["test_loss"]:.4f} nats/char ({results["test_bpc"]:.4f} bpc)'
            if 'test_loss' in results else '')
-        + (f'\nsampled n-grams found verbatim in the train split: ' + ', '.join(
+        + ('\nsampled n-grams found verbatim in the train split: ' + ', '.join(
             f'{n}-grams {f:.1%}' for n, f in results['copied_ngram_fraction'].items()
             if f is not None) if 'copied_ngram_fraction' in results else '')
         + f'\nrun dir: {workdir}\nTensorBoard: tensorboard --logdir {workdir}', flush=True)

@@ -1,8 +1,6 @@
 """Data: datasets, vocabulary, splits, batches and their errors."""
 
 import hashlib
-import os
-import pathlib
 
 import numpy as np
 import pytest

@@ -114,7 +114,8 @@ def test_neurons_cli_on_a_smoke_run(smoke_run, tmp_path):
 @pytest.mark.parametrize('args, message', [
     (('--text', 'missing.txt'), '--text missing.txt is not a file'),
     (('--unit', '1-c-3'), 'write units as layer/state/index'),
-    (('--text', 'tests/conftest.py'), "conftest.py: text has symbols outside the vocabulary: ['\"', '#'"),
+    (('--text', 'tests/conftest.py'),
+     "conftest.py: text has symbols outside the vocabulary: ['\"', '#'"),
     (('--unit', '5/c/3'), 'does not exist in a 2x32 lstm'),
     (('--checkpoint', 'newest'), '--checkpoint must be best, latest or a step number'),
 ])
