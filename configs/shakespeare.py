@@ -9,7 +9,8 @@ Commands and what they measured (README.md, "Results", has the details):
       2x256 LSTM, 4,900 steps: val 1.4981 nats/char (2.1614 bpc) in 10.5 min on a 2-core CPU
       (2026-11-27).
   python launch.py --config configs/shakespeare.py:smoke
-      tiny model, 40 steps, every code path (eval, test split, samples, checkpoints): 8 s on CPU.
+      tiny model, 40 steps, every code path (eval, test split, samples, checkpoints): 23 s on
+      CPU for the whole command.
 
 Variants after the colon can be combined with commas (`:cpu,smoke`). Any field
 can be overridden: `--config.model.hidden_size=256 --config.model.cell=gru`.
