@@ -13,6 +13,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from seqlab import interrupts
 from seqlab import train
 from seqlab.errors import NonFiniteLossError, SeqlabError
 
@@ -50,6 +51,9 @@ def main(argv):
   workdir = _WORKDIR.value or default_workdir(flags.FLAGS['config'].config_filename)
   try:
     train.train_and_evaluate(_CONFIG.value, workdir)
+  except interrupts.Interrupted as e:
+    print(f'seqlab: {e}', file=sys.stderr)
+    sys.exit(e.exit_status)
   except NonFiniteLossError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(3)

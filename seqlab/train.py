@@ -18,11 +18,13 @@ import numpy as np
 from seqlab import checkpoint
 from seqlab import data
 from seqlab import evaluate as evaluate_lib
+from seqlab import interrupts
 from seqlab import metrics_writer
 from seqlab import model as model_lib
 from seqlab import novelty
 from seqlab import optim
 from seqlab import rundir
+from seqlab import run_lock
 from seqlab import sampling
 from seqlab import steps
 from seqlab.errors import NonFiniteLossError, SeqlabError
@@ -124,12 +126,20 @@ def train_and_evaluate(config, workdir, stop_at_step: int | None = None) -> dict
   """Trains (or resumes) the run in `workdir`; returns the contents of results.json.
 
   `stop_at_step` stops early after that step with a checkpoint, as a preempted
-  run would (returns None); re-running continues from there.
+  run would (returns None); re-running continues from there. SIGTERM/SIGINT do
+  the same after the current step and raise `interrupts.Interrupted`. The run
+  directory is locked against a second process for the whole run.
   """
   workdir = pathlib.Path(workdir)
   setup = build(config, workdir)
-  corpus, model_config = setup.corpus, setup.model_config
   workdir.mkdir(parents=True, exist_ok=True)
+  with run_lock.hold(workdir), interrupts.catch_stop_signals() as stop_request:
+    return _train(config, workdir, setup, stop_at_step, stop_request)
+
+
+def _train(config, workdir: pathlib.Path, setup: Setup, stop_at_step: int | None,
+           stop_request: interrupts.StopRequest) -> dict | None:
+  corpus, model_config = setup.corpus, setup.model_config
   rundir.write_config(workdir, setup.config_dict)
   rundir.write_atomic(workdir / data.VOCAB_FILENAME, corpus.vocab.to_json())
 
@@ -208,7 +218,7 @@ def train_and_evaluate(config, workdir, stop_at_step: int | None = None) -> dict
       state, metrics = train_step(state, inputs, targets, reset)
       pending.add(metrics)
       done = step + 1
-      stopping = done == stop_at_step
+      stopping = done == stop_at_step or stop_request.signum is not None
       is_eval = done % config.eval.every_steps == 0 or done == num_steps
       is_ckpt = done % config.log.checkpoint_every_steps == 0 or done == num_steps or stopping
       is_sample = done in sample_steps or done % config.log.sample_every_steps == 0
@@ -235,6 +245,9 @@ def train_and_evaluate(config, workdir, stop_at_step: int | None = None) -> dict
         rundir.append_sample(workdir, done, meta['last_val_loss'], meta.get('last_val_step'), text)
         print(f'sample at step {done}:\n  ' + text.strip()[:240].replace('\n', '\n  '), flush=True)
       if stopping:
+        ckpts.wait()
+        if stop_request.signum is not None:
+          raise interrupts.Interrupted(stop_request.signum, done)
         print(f'stopped after step {done}; re-run the same command to continue', flush=True)
         return None
     ckpts.wait()

@@ -1,0 +1,82 @@
+"""Interruptions: SIGTERM/SIGINT stop with a checkpoint and resume exactly; one process per run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from configs import shakespeare
+from seqlab import run_lock
+from seqlab import train
+from seqlab.errors import SeqlabError
+
+# The smoke model on the small test corpus, long enough to be interrupted mid-run.
+OVERRIDES = {'train.num_steps': 1500, 'eval.every_steps': 500, 'log.every_steps': 10,
+             'log.checkpoint_every_steps': 500, 'log.sample_every_steps': 100_000,
+             'data.test_fraction': 0.0}
+
+
+def _config(text_file):
+  config = shakespeare.get_config('smoke')
+  config.data.path = str(text_file)
+  for key, value in OVERRIDES.items():
+    group, field = key.split('.')
+    config[group][field] = value
+  return config
+
+
+def _launch_args(text_file, workdir):
+  return [sys.executable, str(ROOT / 'launch.py'), '--config', 'configs/shakespeare.py:smoke',
+          f'--config.data.path={text_file}', f'--workdir={workdir}',
+          *(f'--config.{k}={v}' for k, v in OVERRIDES.items())]
+
+
+@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT], ids=['SIGTERM', 'SIGINT'])
+def test_signal_stops_with_checkpoint_and_rerun_matches_uninterrupted(text_file, tmp_path, signum):
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+  workdir = tmp_path / 'run'
+  proc = subprocess.Popen(_launch_args(text_file, workdir), cwd=ROOT, env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  for line in proc.stdout:  # interrupt mid-run, between checkpoints
+    if line.startswith('step 120/'):
+      proc.send_signal(signum)
+      break
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 128 + signum, err
+  stopped = [l for l in err.splitlines() if 'stopped after step' in l]
+  assert stopped and signal.Signals(signum).name in stopped[0], err
+  step = int(stopped[0].split('stopped after step ')[1].split()[0])
+  assert 120 <= step < 500  # it finished the step it was in, not the run
+  assert (workdir / 'checkpoints' / 'latest' / str(step)).is_dir()
+
+  resumed = subprocess.run(_launch_args(text_file, workdir), cwd=ROOT, env=env, text=True,
+                           capture_output=True, timeout=300)
+  assert resumed.returncode == 0, resumed.stderr
+  assert f'resuming at step {step}' in resumed.stdout
+  whole = train.train_and_evaluate(_config(text_file), tmp_path / 'whole')
+  results = json.loads((workdir / 'results.json').read_text())
+  for key in ('val_loss', 'best_val_loss', 'best_step', 'steps'):
+    assert results[key] == whole[key], key
+
+
+def test_a_second_process_on_the_same_run_directory_refuses(text_file, tmp_path):
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+  with run_lock.hold(workdir):
+    with pytest.raises(SeqlabError, match=r'is in use by seqlab pid \d+ on .*; wait for it'):
+      train.train_and_evaluate(_config(text_file), workdir)
+  assert sorted(p.name for p in workdir.iterdir()) == ['.lock']  # nothing else written
+
+
+def test_a_killed_process_does_not_hold_the_lock(tmp_path):
+  code = ('import os, signal, sys; sys.path.insert(0, sys.argv[1]); from seqlab import run_lock\n'
+          'with run_lock.hold(sys.argv[2]): os.kill(os.getpid(), signal.SIGKILL)')
+  result = subprocess.run([sys.executable, '-c', code, str(ROOT), str(tmp_path)], timeout=120)
+  assert result.returncode == -signal.SIGKILL
+  assert 'seqlab pid' in (tmp_path / '.lock').read_text()  # the dead holder's name is still there
+  with run_lock.hold(tmp_path):  # ... but the lock is free
+    pass
