@@ -80,3 +80,27 @@ def test_a_killed_process_does_not_hold_the_lock(tmp_path):
   assert 'seqlab pid' in (tmp_path / '.lock').read_text()  # the dead holder's name is still there
   with run_lock.hold(tmp_path):  # ... but the lock is free
     pass
+
+
+@pytest.mark.parametrize(
+    'trigger', ['step 120/', 'step 500/1500 | val loss', 'step 1000/1500 | loss'],
+    ids=['mid-training', 'while-checkpointing', 'at-checkpoint-step'])
+def test_kill_9_loses_at_most_the_work_since_the_last_checkpoint(text_file, tmp_path, trigger):
+  """kill -9 at several moments; re-running ends exactly like a run that was never killed."""
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+  workdir = tmp_path / 'run'
+  proc = subprocess.Popen(_launch_args(text_file, workdir), cwd=ROOT, env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+  for line in proc.stdout:
+    if line.startswith(trigger):
+      proc.kill()  # SIGKILL: no handler runs
+      break
+  proc.wait(timeout=60)
+  assert proc.returncode == -signal.SIGKILL
+  resumed = subprocess.run(_launch_args(text_file, workdir), cwd=ROOT, env=env, text=True,
+                           capture_output=True, timeout=300)
+  assert resumed.returncode == 0, resumed.stderr
+  whole = train.train_and_evaluate(_config(text_file), tmp_path / 'whole')
+  results = json.loads((workdir / 'results.json').read_text())
+  for key in ('val_loss', 'best_val_loss', 'best_step', 'steps'):
+    assert results[key] == whole[key], key
