@@ -13,11 +13,20 @@ import jax
 import orbax.checkpoint as ocp
 
 
+def steps_on_disk(workdir: pathlib.Path, which: str = 'latest') -> list[int]:
+  """The steps of the complete checkpoints in `which`, sorted, read without creating anything.
+
+  Orbax writes into `<step>.orbax-checkpoint-tmp-*` and renames when done, so
+  only all-digit folder names are complete checkpoints.
+  """
+  folder = pathlib.Path(workdir) / 'checkpoints' / which
+  return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) \
+      if folder.is_dir() else []
+
+
 def latest_step_on_disk(workdir: pathlib.Path, which: str = 'latest') -> int | None:
   """The step of the newest complete checkpoint, read without creating anything."""
-  folder = pathlib.Path(workdir) / 'checkpoints' / which
-  steps = [int(p.name) for p in folder.iterdir() if p.name.isdigit()] if folder.is_dir() else []
-  return max(steps, default=None)
+  return max(steps_on_disk(workdir, which), default=None)
 
 
 class Checkpoints:

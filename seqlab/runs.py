@@ -12,6 +12,7 @@ import jax
 import orbax.checkpoint as ocp
 from ml_collections import config_dict
 
+from seqlab import checkpoint
 from seqlab import data
 from seqlab import model as model_lib
 from seqlab import optim
@@ -31,18 +32,9 @@ class LoadedRun:
   which: str  # 'best' or 'latest': the checkpoint folder they were read from
 
 
-def _available(workdir: pathlib.Path) -> dict[str, list[int]]:
-  found = {}
-  for which in ('best', 'latest'):
-    folder = workdir / 'checkpoints' / which
-    found[which] = sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) \
-        if folder.is_dir() else []
-  return found
-
-
 def _pick(workdir: pathlib.Path, checkpoint_name: str) -> tuple[str, int]:
   """(folder, step) of the checkpoint that `checkpoint_name` asks for."""
-  found = _available(workdir)
+  found = {which: checkpoint.steps_on_disk(workdir, which) for which in ('best', 'latest')}
   if not found['best'] and not found['latest']:
     raise SeqlabError(f'{workdir} has no checkpoint yet; train it first '
                       f'(python launch.py --config ... --workdir {workdir})')
