@@ -56,12 +56,17 @@ def train(cell: str, num_layers: int, hidden_size: int, batch: int, seq_len: int
           steps: int = 10, warmup: int = 2, **model_fields) -> dict:
   """seqlab's jitted, donated train step (Adam, global-norm clipping) on random tokens."""
   import jax  # pylint: disable=g-import-not-at-top
-  import optax  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_dict  # pylint: disable=g-import-not-at-top
   from seqlab import model as model_lib  # pylint: disable=g-import-not-at-top
   from seqlab import steps as steps_lib  # pylint: disable=g-import-not-at-top
+  from seqlab import optim  # pylint: disable=g-import-not-at-top
   config = _model_config(cell, num_layers, hidden_size, **model_fields)
-  schedule = optax.constant_schedule(LEARNING_RATE)
-  optimizer = optax.chain(optax.clip_by_global_norm(CLIP), optax.adam(schedule))
+  # The optimizer training builds (seqlab.optim), with the peer's settings: Adam, clip 5.
+  optim_config = config_dict.ConfigDict(dict(
+      name='adam', learning_rate=LEARNING_RATE, b1=0.9, b2=0.999, weight_decay=0.0,
+      grad_clip=CLIP, schedule='constant', warmup_steps=0))
+  schedule = optim.make_schedule(optim_config, steps + warmup, 1)
+  optimizer = optim.make_optimizer(optim_config, schedule)
   state = steps_lib.init_state(config, optimizer, batch, seed=0)
   rng = np.random.default_rng(0)
   inputs, targets = (rng.integers(0, VOCAB, (batch, seq_len), dtype=np.int32) for _ in range(2))
