@@ -43,6 +43,8 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   config.model.dropout = 0.5  # on the output of every recurrent layer
   config.model.unroll = 1  # jax.lax.scan unroll factor (speed only)
   config.model.backward = 'fused'  # seqlab.recurrence's custom VJP; 'autodiff': the reference
+  # 'bfloat16' on GPU/TPU: bf16 matmul inputs; fp32 accumulation, state, params and loss.
+  config.model.matmul_dtype = 'float32'
 
   # --- optim: optimizer and learning-rate schedule (all inside the jitted step).
   config.optim = config_dict.ConfigDict()

@@ -37,6 +37,8 @@ _STEPS = flags.DEFINE_integer('steps', 10, 'Timed training steps (median reporte
 _TORCH = flags.DEFINE_bool('torch', True, 'Also train the PyTorch peer (if torch is installed).')
 _MODEL = flags.DEFINE_string('model_fields', '{}', 'JSON of extra ModelConfig fields for seqlab, '
                              'e.g. \'{"unroll": 2}\'.')
+_BF16 = flags.DEFINE_bool('bf16', False, 'bf16 matmuls: seqlab model.matmul_dtype=bfloat16, '
+                          'PyTorch under autocast(bfloat16), and a bf16 matmul ceiling.')
 _OUT = flags.DEFINE_string('out', None, 'JSON file for all results.')
 
 
@@ -70,7 +72,8 @@ def _parse_train(items: list[str]) -> list[tuple[str, str]]:
   return pairs
 
 
-def train_rows(pairs, ceiling: float, steps: int, with_torch: bool, fields: dict) -> list[dict]:
+def train_rows(pairs, ceiling: float, steps: int, with_torch: bool, fields: dict,
+               bf16: bool) -> list[dict]:
   rows = []
   for cell, shape in pairs:
     layers, hidden, batch, seq_len = SHAPES[shape]
@@ -81,7 +84,7 @@ def train_rows(pairs, ceiling: float, steps: int, with_torch: bool, fields: dict
     row = {'shape': shape, 'cell': cell, 'layers': layers, 'hidden': hidden, 'batch': batch,
            'seq_len': seq_len, 'seqlab': ours, 'gflops': gflops, 'of_ceiling': gflops / ceiling}
     if with_torch:
-      peer = measure('torch_train', **args)
+      peer = measure('torch_train', **args, bf16=bf16)
       row['torch'] = peer
       if 'chars_per_sec' in peer:
         row['vs_torch'] = ours['chars_per_sec'] / peer['chars_per_sec']
@@ -92,30 +95,37 @@ def train_rows(pairs, ceiling: float, steps: int, with_torch: bool, fields: dict
   return rows
 
 
-def train_table(rows: list[dict], ceiling: float) -> str:
-  lines = [f'Training (fp32 matmul ceiling measured in this run: {ceiling:.0f} GFLOP/s)', '',
+def _mib(result: dict, key: str) -> str:
+  return f'{result[key]:,.0f}' if result.get(key) is not None else '-'
+
+
+def train_table(rows: list[dict], ceiling: float, dtype: str = 'fp32') -> str:
+  on_device = any(r['seqlab'].get('peak_device_mib') is not None for r in rows)
+  memory = 'peak device MiB' if on_device else 'peak RSS MiB'
+  lines = [f'Training ({dtype} matmul ceiling measured in this run: {ceiling:,.0f} GFLOP/s)', '',
            '| shape | model | batch x seq | seqlab chars/s | GFLOP/s | of ceiling | PyTorch '
-           'chars/s | seqlab / PyTorch | compile s | peak RSS MiB (seqlab / PyTorch) |',
+           f'chars/s | seqlab / PyTorch | compile s | {memory} (seqlab / PyTorch) |',
            '|---|---|---|---:|---:|---:|---:|---:|---:|---:|']
   for r in rows:
     ours, peer = r['seqlab'], r.get('torch', {})
     peer_speed = f'{peer["chars_per_sec"]:,.0f}' if 'chars_per_sec' in peer else \
         peer.get('missing', 'not run')
     ratio = f'**{r["vs_torch"]:.2f}x**' if 'vs_torch' in r else '-'
-    peer_rss = f'{peer["peak_rss_mib"]:,.0f}' if 'peak_rss_mib' in peer else '-'
+    key = 'peak_device_mib' if on_device else 'peak_rss_mib'
     lines.append(f'| {r["shape"]} | {r["layers"]}x{r["hidden"]} {r["cell"]} | {r["batch"]} x '
                  f'{r["seq_len"]} | {ours["chars_per_sec"]:,.0f} | {r["gflops"]:.1f} | '
                  f'{r["of_ceiling"]:.0%} | {peer_speed} | {ratio} | {ours["compile_s"]:.1f} | '
-                 f'{ours["peak_rss_mib"]:,.0f} / {peer_rss} |')
+                 f'{_mib(ours, key)} / {_mib(peer, key)} |')
   return '\n'.join(lines)
 
 
-def sample_rows(shapes: list[str], batches: list[int]) -> list[dict]:
+def sample_rows(shapes: list[str], batches: list[int], fields: dict) -> list[dict]:
   rows = []
   for shape in shapes:
     layers, hidden, _, _ = SHAPES[shape]
     for batch in batches:
-      result = measure('sample', cell='lstm', num_layers=layers, hidden_size=hidden, batch=batch)
+      result = measure('sample', cell='lstm', num_layers=layers, hidden_size=hidden, batch=batch,
+                       **fields)
       rows.append({'shape': shape, 'layers': layers, 'hidden': hidden, 'batch': batch, **result})
       print(f'sample {shape} batch {batch}: {result["chars_per_sec"]:,.0f} chars/s',
             file=sys.stderr, flush=True)
@@ -143,15 +153,20 @@ def main(argv):
   info = machine()
   print(f'seqlab.bench on {info["platform"]} ({info["processor"]}, {info["cpu_count"]} CPUs), '
         f'jax {info["jax"]}, python {info["python"]}\n')
-  results = {'machine': info}
+  results = {'machine': info, 'bf16': _BF16.value}
+  fields = json.loads(_MODEL.value)
+  if _BF16.value:
+    fields['matmul_dtype'] = 'bfloat16'
   if pairs:
-    ceiling = measure('matmul')['gflops']
+    # 2048^3 saturates a CPU; an accelerator needs a larger product to reach its peak.
+    size = 2048 if info['platform'] == 'cpu' else 8192
+    ceiling = measure('matmul', size=size,
+                      dtype='bfloat16' if _BF16.value else 'float32')['gflops']
     results['matmul_gflops'] = ceiling
-    results['train'] = train_rows(pairs, ceiling, _STEPS.value, _TORCH.value,
-                                  json.loads(_MODEL.value))
-    print(train_table(results['train'], ceiling) + '\n')
+    results['train'] = train_rows(pairs, ceiling, _STEPS.value, _TORCH.value, fields, _BF16.value)
+    print(train_table(results['train'], ceiling, 'bf16' if _BF16.value else 'fp32') + '\n')
   if sample_shapes:
-    results['sample'] = sample_rows(sample_shapes, [int(b) for b in _SAMPLE_BATCHES.value])
+    results['sample'] = sample_rows(sample_shapes, [int(b) for b in _SAMPLE_BATCHES.value], fields)
     print(sample_table(results['sample']))
   if _OUT.value:
     pathlib.Path(_OUT.value).write_text(json.dumps(results, indent=2))

@@ -35,11 +35,19 @@ def _peak_rss_mib() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def matmul(size: int = 2048, repeats: int = 10) -> dict:
+def _device_peak_mib() -> float | None:
+  """Peak accelerator memory of this process (None on CPU, where peak RSS covers it)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  device = jax.devices()[0]
+  stats = device.memory_stats() if device.platform != 'cpu' else None
+  return stats['peak_bytes_in_use'] / 2 ** 20 if stats and 'peak_bytes_in_use' in stats else None
+
+
+def matmul(size: int = 2048, repeats: int = 10, dtype: str = 'float32') -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
-  b = jax.random.normal(jax.random.PRNGKey(1), (size, size), jnp.float32)
+  a = jax.random.normal(jax.random.PRNGKey(0), (size, size), dtype)
+  b = jax.random.normal(jax.random.PRNGKey(1), (size, size), dtype)
   dot = jax.jit(jnp.dot)
   jax.block_until_ready(dot(a, b))
   seconds = _median_time(lambda: jax.block_until_ready(dot(a, b)), repeats)
@@ -86,53 +94,66 @@ def train(cell: str, num_layers: int, hidden_size: int, batch: int, seq_len: int
     jax.block_until_ready(metrics)
   seconds = _median_time(one_step, steps)
   return {'step_s': seconds, 'chars_per_sec': batch * seq_len / seconds, 'compile_s': compile_s,
-          'num_params': model_lib.count_params(state.params), 'peak_rss_mib': _peak_rss_mib()}
+          'num_params': model_lib.count_params(state.params), 'peak_rss_mib': _peak_rss_mib(),
+          'peak_device_mib': _device_peak_mib()}
 
 
 def torch_train(cell: str, num_layers: int, hidden_size: int, batch: int, seq_len: int,
-                steps: int = 10, warmup: int = 2) -> dict:
-  """PyTorch peer: nn.Embedding -> nn.LSTM/GRU/RNN -> nn.Linear, Adam, clipping, carried state."""
+                steps: int = 10, warmup: int = 2, bf16: bool = False) -> dict:
+  """PyTorch peer: nn.Embedding -> nn.LSTM/GRU/RNN -> nn.Linear, Adam, clipping, carried state.
+
+  On a GPU it runs there (cuDNN's RNN), with TF32 allowed as JAX allows it by
+  default; `bf16` runs the forward under `torch.autocast(bfloat16)`.
+  """
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError:
     return {'missing': 'torch is not installed (pip install torch to compare)'}
   torch.manual_seed(0)
+  device = 'cuda' if torch.cuda.is_available() else 'cpu'
+  torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
   rnn_class = {'lstm': torch.nn.LSTM, 'gru': torch.nn.GRU, 'rnn': torch.nn.RNN}[cell]
   # Embedding(V, V) stands in for seqlab's one-hot input: the same layer-1 weight shape.
   embed = torch.nn.Embedding(VOCAB, VOCAB)
   rnn = rnn_class(VOCAB, hidden_size, num_layers, batch_first=True)
   head = torch.nn.Linear(hidden_size, VOCAB)
-  modules = torch.nn.ModuleList([embed, rnn, head])
+  modules = torch.nn.ModuleList([embed, rnn, head]).to(device)
   optimizer = torch.optim.Adam(modules.parameters(), lr=LEARNING_RATE)
   rng = np.random.default_rng(0)
-  inputs, targets = (torch.from_numpy(rng.integers(0, VOCAB, (batch, seq_len))) for _ in range(2))
-  zeros = torch.zeros(num_layers, batch, hidden_size)
+  inputs, targets = (torch.from_numpy(rng.integers(0, VOCAB, (batch, seq_len))).to(device)
+                     for _ in range(2))
+  zeros = torch.zeros(num_layers, batch, hidden_size, device=device)
   carry = (zeros, zeros.clone()) if cell == 'lstm' else zeros
 
   def one_step():
     nonlocal carry
-    out, new_carry = rnn(embed(inputs), carry)
-    loss = torch.nn.functional.cross_entropy(head(out).reshape(-1, VOCAB), targets.reshape(-1))
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+      out, new_carry = rnn(embed(inputs), carry)
+      logits = head(out).float()
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB), targets.reshape(-1))
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(modules.parameters(), CLIP)
     optimizer.step()
-    carry = tuple(c.detach() for c in new_carry) if cell == 'lstm' else new_carry.detach()
+    carry = tuple(c.detach().float() for c in new_carry) if cell == 'lstm' else \
+        new_carry.detach().float()
     loss.item()  # wait for the step, as block_until_ready does for JAX
   for _ in range(warmup):
     one_step()
   seconds = _median_time(one_step, steps)
   return {'step_s': seconds, 'chars_per_sec': batch * seq_len / seconds,
           'num_params': sum(p.numel() for p in modules.parameters()),
-          'peak_rss_mib': _peak_rss_mib(), 'threads': torch.get_num_threads()}
+          'peak_rss_mib': _peak_rss_mib(), 'threads': torch.get_num_threads(), 'device': device,
+          'peak_device_mib': torch.cuda.max_memory_allocated() / 2 ** 20 if device == 'cuda'
+                             else None}
 
 
 def sample(cell: str, num_layers: int, hidden_size: int, batch: int, length: int = 2000,
-           repeats: int = 5) -> dict:
+           repeats: int = 5, **model_fields) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   from seqlab import model as model_lib  # pylint: disable=g-import-not-at-top
   from seqlab import sampling  # pylint: disable=g-import-not-at-top
-  config = _model_config(cell, num_layers, hidden_size)
+  config = _model_config(cell, num_layers, hidden_size, **model_fields)
   params = model_lib.init_params(config, seed=0)
   sampler = sampling.make_sampler(model_lib.CharLM(config), length)
   key = jax.random.PRNGKey(0)

@@ -33,6 +33,8 @@ class ModelConfig:
   dropout: float = 0.0  # on the output of every recurrent layer
   unroll: int = 1  # jax.lax.scan unroll factor
   backward: str = 'fused'  # 'fused' (custom VJP) or 'autodiff' (the reference): speed only
+  # 'bfloat16': bf16 matmul inputs, fp32 accumulation, state, params and loss (GPU/TPU).
+  matmul_dtype: str = 'float32'
 
   def __post_init__(self):
     if self.cell not in cells.GATES:
@@ -43,6 +45,9 @@ class ModelConfig:
     if self.backward not in recurrence.BACKWARDS:
       raise SeqlabError(f'model.backward must be one of {recurrence.BACKWARDS}, '
                         f'got {self.backward!r}')
+    if self.matmul_dtype not in recurrence.MATMUL_DTYPES:
+      raise SeqlabError(f'model.matmul_dtype must be one of {recurrence.MATMUL_DTYPES}, '
+                        f'got {self.matmul_dtype!r}')
     if self.embed_size < 0:
       raise SeqlabError(f'model.embed_size must be >= 0 (0 = one-hot), got {self.embed_size}')
     if not 0.0 <= self.dropout < 1.0:
@@ -90,6 +95,7 @@ class RecurrentLayer(nn.Module):
   unroll: int = 1
   backward: str = 'fused'  # how gradients are computed (seqlab.recurrence); speed only
   time_major: bool = False
+  matmul_dtype: str = 'float32'  # see ModelConfig.matmul_dtype
 
   @nn.compact
   def __call__(self, x, carry):
@@ -105,16 +111,18 @@ class RecurrentLayer(nn.Module):
                                           (self.hidden_size,))
     # The input projection of all time steps at once, time-major for the scan.
     layout = 'tbd,dg->tbg' if self.time_major else 'btd,dg->tbg'
-    xp_TxBxG = jnp.einsum(layout, x, kernel_ih) + bias
+    xp_TxBxG = recurrence.matmul(x, kernel_ih, self.matmul_dtype, layout) + bias
     to_output_layout = (lambda a: a) if self.time_major else (lambda a: jnp.swapaxes(a, 0, 1))
     if self.is_mutable_collection('intermediates'):  # record the whole state of every step
+      if self.matmul_dtype != 'float32':
+        raise SeqlabError('recording states supports model.matmul_dtype=float32 only')
       step = _emit_carry(functools.partial(cells.STEPS[self.cell], step_params))
       carry, (h_TxBxH, states) = jax.lax.scan(step, carry, xp_TxBxG, unroll=self.unroll)
       self.sow('intermediates', 'states', jax.tree.map(to_output_layout, states))
     else:
       h_TxBxH, carry = recurrence.scan(
           self.cell, step_params['kernel_hh'], cells.recurrent_bias(self.cell, step_params),
-          xp_TxBxG, carry, self.unroll, self.backward)
+          xp_TxBxG, carry, self.unroll, self.backward, self.matmul_dtype)
     return to_output_layout(h_TxBxH), carry
 
 
@@ -123,6 +131,10 @@ def _emit_carry(step):
     carry, h = step(carry, xp)
     return carry, (h, carry)
   return step_and_carry
+
+
+# Inputs in the Dense's dtype, result (and so logits) in fp32.
+_dot_general_fp32 = functools.partial(jax.lax.dot_general, preferred_element_type=jnp.float32)
 
 
 class CharLM(nn.Module):
@@ -144,10 +156,12 @@ class CharLM(nn.Module):
     new_carry = []
     for i in range(cfg.num_layers):
       x, layer_carry = RecurrentLayer(cfg.cell, cfg.hidden_size, cfg.unroll, cfg.backward,
-                                      time_major=True, name=f'layer_{i}')(x, carry[i])
+                                      time_major=True, matmul_dtype=cfg.matmul_dtype,
+                                      name=f'layer_{i}')(x, carry[i])
       new_carry.append(layer_carry)
       x = nn.Dropout(cfg.dropout, deterministic=not train)(x)
-    logits_TxBxV = nn.Dense(cfg.vocab_size, name='decoder')(x)
+    logits_TxBxV = nn.Dense(cfg.vocab_size, name='decoder', dtype=cfg.matmul_dtype,
+                            dot_general=_dot_general_fp32)(x)
     return jnp.swapaxes(logits_TxBxV, 0, 1), tuple(new_carry)
 
 

@@ -60,3 +60,37 @@ def test_model_loss_gradients_fused_equal_autodiff(cell, unroll):
 
   fused, ref = grads('fused'), grads('autodiff')
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), fused, ref)
+
+
+@pytest.mark.parametrize('cell', CELLS)
+def test_bfloat16_matmuls_stay_close_to_fp32_and_fused_equals_autodiff(cell):
+  """bf16 matmul inputs: logits, loss and gradients near fp32's, all in fp32; fused ~ autodiff.
+
+The two bf16 backward passes round different intermediates to bf16, so they agree
+to bf16 precision (about 1% of each gradient's scale), not to fp32's.
+"""
+  tokens = jnp.asarray(np.random.default_rng(0).integers(0, 11, size=(4, 10)), jnp.int32)
+
+  def run(dtype, backward):
+    config = model_lib.ModelConfig(vocab_size=11, cell=cell, num_layers=2, hidden_size=16,
+                                   matmul_dtype=dtype, backward=backward)
+    model = model_lib.CharLM(config)
+    params = model_lib.init_params(config, seed=0)
+
+    def loss(params):
+      logits, _ = model.apply({'params': params}, tokens[:, :-1], model.init_carry(4))
+      nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), tokens[:, 1:, None], -1).mean()
+      return nll, logits
+    return jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+
+  (loss32, logits32), grads32 = run('float32', 'fused')
+  (loss16, logits16), grads16 = run('bfloat16', 'fused')
+  (_, _), grads16_ref = run('bfloat16', 'autodiff')
+  assert logits16.dtype == jnp.float32 and all(
+      g.dtype == jnp.float32 for g in jax.tree.leaves(grads16))
+  assert not np.array_equal(logits16, logits32)  # bf16 is really used
+  np.testing.assert_allclose(logits16, logits32, atol=3e-2)
+  np.testing.assert_allclose(loss16, loss32, rtol=5e-3)
+  for reference in (grads16_ref, grads32):
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-2 * np.abs(b).max()),
+                 grads16, reference)
