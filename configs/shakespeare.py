@@ -28,6 +28,7 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   config.data.dataset = 'tinyshakespeare'  # a named dataset (downloaded once, sha256-checked)
   config.data.path = config_dict.placeholder(str)  # a local text file; wins over `dataset`
   config.data.vocab = 'char'  # 'char': Unicode code points; 'byte': raw bytes (non-UTF-8 text)
+  config.data.max_vocab_size = 10_000  # more distinct symbols is refused (a binary file?)
   config.data.val_fraction = 0.1  # nanoGPT's split: first 90% train, last 10% val
   config.data.test_fraction = 0.0  # taken from the end, after val
   config.data.batching = 'streams'  # 'streams': carried state (TBPTT); 'windows': random windows
@@ -63,6 +64,11 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   # --- train: length of the run.
   config.train = config_dict.ConfigDict()
   config.train.num_steps = 6000
+  # After a NaN/Inf loss, grad norm or parameter: 'stop' (exit 3), or 'rollback' to the last
+  # good checkpoint and continue with the learning rate times rollback_lr_factor.
+  config.train.on_nonfinite = 'stop'
+  config.train.rollback_lr_factor = 0.5
+  config.train.max_rollbacks = 3
 
   # --- eval: full passes over the val split (and the test split at the end).
   config.eval = config_dict.ConfigDict()

@@ -12,6 +12,8 @@ import pathlib
 import jax
 import orbax.checkpoint as ocp
 
+from seqlab.errors import SeqlabError
+
 
 def steps_on_disk(workdir: pathlib.Path, which: str = 'latest') -> list[int]:
   """The steps of the complete checkpoints in `which`, sorted, read without creating anything.
@@ -53,9 +55,17 @@ class Checkpoints:
     if step is None:
       return None
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_state)
-    restored = manager.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                      meta=ocp.args.JsonRestore()))
+    try:
+      restored = manager.restore(
+          step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                        meta=ocp.args.JsonRestore()))
+    except Exception as e:  # pylint: disable=broad-exception-caught
+      # Orbax raises many types (JSON, tensorstore, value errors) for a damaged checkpoint.
+      reason = (str(e).strip().splitlines() or [''])[0][:160]
+      raise SeqlabError(
+          f'checkpoint {manager.directory / str(step)} cannot be read ({type(e).__name__}: '
+          f'{reason}); it is damaged: move it out of the run directory to start the run over, '
+          'or use another --workdir') from e
     return restored['state'], restored['meta']
 
   def wait(self) -> None:

@@ -173,8 +173,12 @@ def split_bounds(n: int, val_fraction: float, test_fraction: float) -> tuple[int
 
 
 def load_corpus(path: pathlib.Path, mode: str, val_fraction: float, test_fraction: float,
-                vocab: Vocabulary | None = None) -> Corpus:
-  """Reads a file and splits it. `vocab` (from a run directory) is reused if given."""
+                vocab: Vocabulary | None = None, max_vocab_size: int | None = None) -> Corpus:
+  """Reads a file and splits it. `vocab` (from a run directory) is reused if given.
+
+  A new vocabulary larger than `max_vocab_size` is refused: it is almost always
+  a binary file that happens to decode, and the one-hot model would be huge.
+  """
   raw = pathlib.Path(path).read_bytes()
   if not raw:
     raise SeqlabError(f'data file {path} is empty; give it some text')
@@ -182,6 +186,10 @@ def load_corpus(path: pathlib.Path, mode: str, val_fraction: float, test_fractio
   vocab_given = vocab is not None
   if vocab is None:
     vocab = Vocabulary.from_units(mode, units)
+    if max_vocab_size is not None and vocab.size > max_vocab_size:
+      raise SeqlabError(f'{path} has {vocab.size:,} distinct symbols, more than '
+                        f'data.max_vocab_size={max_vocab_size:,} (is it a binary file?); use '
+                        '--config.data.vocab=byte, or raise --config.data.max_vocab_size')
   elif vocab.mode != mode:
     raise SeqlabError(f'the run directory has a {vocab.mode!r} vocabulary but the config asks '
                       f'for {mode!r}; use a new --workdir')

@@ -4,6 +4,8 @@ Tags: train/loss, train/bpc, val/loss, val/bpc, lr, grad_norm, chars_per_sec,
 text under `samples`, and the run's config as TensorBoard hparams at the end.
 """
 
+import itertools
+import os
 import pathlib
 
 import tensorboardX
@@ -26,13 +28,19 @@ def flatten_config(config_dict: dict, prefix: str = '') -> dict:
   return flat
 
 
+_opened = itertools.count()
+
+
 class MetricsWriter:
 
   def __init__(self, workdir: pathlib.Path, purge_step: int | None = None):
     # purge_step drops events at or after it that an interrupted run left behind,
-    # so curves of a resumed run have no duplicated steps.
+    # so curves of a resumed run have no duplicated steps. Event files are named
+    # after the second they were opened in; the suffix keeps a writer opened in the
+    # same second (a quick resume, a rollback) from truncating the previous file.
+    suffix = f'.{os.getpid()}-{next(_opened):04d}'
     self._writer = tensorboardX.SummaryWriter(str(workdir), purge_step=purge_step,
-                                              flush_secs=30)
+                                              flush_secs=30, filename_suffix=suffix)
 
   def scalars(self, step: int, values: dict[str, float]) -> None:
     for tag, value in values.items():

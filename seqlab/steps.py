@@ -35,15 +35,17 @@ def init_state(config: model_lib.ModelConfig, optimizer: optax.GradientTransform
 
 def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
                     schedule: optax.Schedule):
-  """Returns `train_step(state, inputs_BxT, targets_BxT, reset) -> (state, metrics)`.
+  """Returns `train_step(state, inputs_BxT, targets_BxT, reset, lr_scale) -> (state, metrics)`.
 
   `reset` (a bool scalar) zeroes the carried state before the batch: True for
   the first batch of an epoch in 'streams' mode and for every batch in 'windows'.
+  `lr_scale` (a float scalar, default 1) multiplies the learning rate: the
+  optimizer's update is linear in it, so scaling the update scales the rate.
   Metrics are per-step scalars on device; the loop pulls them to the host
   only at log intervals.
   """
 
-  def train_step(state: TrainState, inputs_BxT, targets_BxT, reset):
+  def train_step(state: TrainState, inputs_BxT, targets_BxT, reset, lr_scale=1.0):
     carry = jax.tree.map(lambda c: jnp.where(reset, jnp.zeros_like(c), c), state.carry)
     dropout_key = jax.random.fold_in(state.rng, state.step)
 
@@ -55,10 +57,11 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
 
     (loss, new_carry), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    updates = jax.tree.map(lambda u: u * lr_scale, updates)
     new_state = state.replace(step=state.step + 1,
                               params=optax.apply_updates(state.params, updates),
                               opt_state=opt_state, carry=new_carry)
-    metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads), 'lr': schedule(state.step)}
+    metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads), 'lr': schedule(state.step) * lr_scale}
     return new_state, metrics
 
   return train_step

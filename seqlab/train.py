@@ -51,15 +51,24 @@ def _positive(config, *names):
 def build(config, workdir: pathlib.Path) -> Setup:
   """Loads the data and checks the config against it and the run directory; writes nothing."""
   config_dict = json.loads(config.to_json_best_effort())
+  if workdir.exists() and not workdir.is_dir():
+    raise SeqlabError(f'--workdir {workdir} is a file, not a run directory; use another path')
+  model_lib.ModelConfig.from_config(config.model, vocab_size=1)  # checks model.* before the data
   _positive(config, 'data.batch_size', 'data.seq_len', 'train.num_steps', 'eval.every_steps',
             'eval.num_streams', 'eval.seq_len', 'log.every_steps', 'log.checkpoint_every_steps',
-            'log.sample_every_steps', 'log.sample_length')
+            'log.sample_every_steps', 'log.sample_length', 'data.max_vocab_size')
+  if config.train.on_nonfinite not in ('stop', 'rollback'):
+    raise SeqlabError(f"train.on_nonfinite must be 'stop' or 'rollback', "
+                      f'got {config.train.on_nonfinite!r}')
+  if not 0 < config.train.rollback_lr_factor < 1 or config.train.max_rollbacks < 0:
+    raise SeqlabError('need 0 < train.rollback_lr_factor < 1 and train.max_rollbacks >= 0, got '
+                      f'{config.train.rollback_lr_factor} and {config.train.max_rollbacks}')
   rundir.check_compatible(workdir, config_dict)
   vocab_path = workdir / data.VOCAB_FILENAME
   vocab = data.Vocabulary.load(vocab_path) if vocab_path.exists() else None
   path = data.resolve_path(config.data.dataset, config.data.path)
   corpus = data.load_corpus(path, config.data.vocab, config.data.val_fraction,
-                            config.data.test_fraction, vocab)
+                            config.data.test_fraction, vocab, config.data.max_vocab_size)
   if len(corpus.val) < 2:
     raise SeqlabError(f'the val split of {path} has {len(corpus.val)} symbols; use more text '
                       'or a larger data.val_fraction')
@@ -140,8 +149,6 @@ def train_and_evaluate(config, workdir, stop_at_step: int | None = None) -> dict
 def _train(config, workdir: pathlib.Path, setup: Setup, stop_at_step: int | None,
            stop_request: interrupts.StopRequest) -> dict | None:
   corpus, model_config = setup.corpus, setup.model_config
-  rundir.write_config(workdir, setup.config_dict)
-  rundir.write_atomic(workdir / data.VOCAB_FILENAME, corpus.vocab.to_json())
 
   model = model_lib.CharLM(model_config)
   train_step = jax.jit(steps.make_train_step(model, setup.optimizer, setup.schedule),
@@ -159,9 +166,13 @@ def _train(config, workdir: pathlib.Path, setup: Setup, stop_at_step: int | None
   meta = {'best_val_loss': math.inf, 'best_step': None, 'last_val_loss': None,
           'last_val_step': None,
           'wall_time': 0.0, 'train_time': 0.0, 'timed_chars': 0}
-  restored = ckpts.restore('latest', state)
+  restored = ckpts.restore('latest', state)  # before any write: a damaged one changes nothing
   if restored is not None:
     state, meta = restored
+  meta.setdefault('lr_scale', 1.0)  # lowered by each rollback after a NaN/Inf
+  meta.setdefault('rollbacks', 0)
+  rundir.write_config(workdir, setup.config_dict)
+  rundir.write_atomic(workdir / data.VOCAB_FILENAME, corpus.vocab.to_json())
   # Committed to the device like a restored state, so a fresh and a resumed run compile alike.
   state = jax.device_put(state, jax.devices()[0])
   start = int(state.step)
@@ -183,8 +194,7 @@ def _train(config, workdir: pathlib.Path, setup: Setup, stop_at_step: int | None
 
   def save(which: str, step: int) -> None:
     if not bool(all_finite(state.params)):
-      raise NonFiniteLossError(f'parameters became NaN/Inf by step {step}; not saved. Last good '
-                               f'checkpoint: step {ckpts.latest_step("latest")}')
+      raise NonFiniteLossError(f'parameters became NaN/Inf by step {step}; not saved')
     meta['wall_time'] = wall_time_before + time.perf_counter() - process_start
     ckpts.save(which, step, state, meta)
 
@@ -196,9 +206,7 @@ def _train(config, workdir: pathlib.Path, setup: Setup, stop_at_step: int | None
     for i, m in enumerate(host):
       if not (np.isfinite(m['loss']) and np.isfinite(m['grad_norm'])):
         raise NonFiniteLossError(
-            f'loss {m["loss"]} / grad norm {m["grad_norm"]} at step {done - len(host) + i + 1}; '
-            f'stopped. The last good checkpoint (step {ckpts.latest_step("latest")}) is kept; '
-            'lower optim.learning_rate or optim.grad_clip and re-run')
+            f'loss {m["loss"]} / grad norm {m["grad_norm"]} at step {done - len(host) + i + 1}')
     loss = float(np.mean([m['loss'] for m in host]))
     writer.scalars(done, {'train/loss': loss, 'train/bpc': evaluate_lib.bits(loss),
                           'lr': float(host[-1]['lr']), 'grad_norm': float(host[-1]['grad_norm'])})
@@ -209,34 +217,69 @@ def _train(config, workdir: pathlib.Path, setup: Setup, stop_at_step: int | None
       print(f'step {done}/{num_steps} | loss {loss:.4f} | {chars_per_sec / 1e3:.1f}k chars/s | '
             f'ETA {_duration(eta)}', flush=True)
 
+  def roll_back_or_stop(error: NonFiniteLossError) -> int:
+    """After a NaN/Inf: restores the last good checkpoint and lowers the learning rate
+    (train.on_nonfinite='rollback'), or stops; returns the step to continue from."""
+    nonlocal state, writer
+    ckpts.wait()
+    last_good = ckpts.latest_step('latest')
+    kept = f'the last good checkpoint (step {last_good}) is kept' if last_good is not None \
+        else 'no checkpoint was written yet'
+    if config.train.on_nonfinite != 'rollback':
+      raise NonFiniteLossError(f'{error}; stopped. {kept[0].upper()}{kept[1:]}; lower '
+                               'optim.learning_rate or optim.grad_clip, or set '
+                               'train.on_nonfinite=rollback, and re-run') from None
+    if meta['rollbacks'] >= config.train.max_rollbacks:
+      raise NonFiniteLossError(f'{error} after {meta["rollbacks"]} rollbacks '
+                               f'(train.max_rollbacks); stopped, {kept}') from None
+    restored = ckpts.restore('latest', state)
+    state = jax.device_put(restored[0] if restored else steps.init_state(
+        model_config, setup.optimizer, batch_size, config.seed), jax.devices()[0])
+    back_to = int(state.step)
+    meta['rollbacks'] += 1
+    meta['lr_scale'] *= config.train.rollback_lr_factor
+    # The steps after `back_to` are trained again: drop what was logged for them.
+    writer.close()
+    writer = metrics_writer.MetricsWriter(workdir, purge_step=back_to + 1)
+    rundir.drop_samples_after(workdir, back_to)
+    pending.pause()
+    print(f'{error}; rolled back to step {back_to}, learning rate x{meta["lr_scale"]:g} '
+          f'(rollback {meta["rollbacks"]} of {config.train.max_rollbacks})', flush=True)
+    return back_to
+
   try:
     if stop_at_step is not None and start >= stop_at_step:
       print(f'already at step {start} >= {stop_at_step}; nothing to do', flush=True)
       return None
-    for step in range(start, num_steps):
+    step = start
+    while step < num_steps:
       inputs, targets, reset = setup.batches.batch(step)
-      state, metrics = train_step(state, inputs, targets, reset)
+      state, metrics = train_step(state, inputs, targets, reset, np.float32(meta['lr_scale']))
       pending.add(metrics)
-      done = step + 1
+      step = done = step + 1
       stopping = done == stop_at_step or stop_request.signum is not None
       is_eval = done % config.eval.every_steps == 0 or done == num_steps
       is_ckpt = done % config.log.checkpoint_every_steps == 0 or done == num_steps or stopping
       is_sample = done in sample_steps or done % config.log.sample_every_steps == 0
-      if is_eval or is_ckpt or is_sample or done % config.log.every_steps == 0:
-        log_train_metrics(done)
-      if is_eval or is_ckpt or is_sample:
-        pending.pause()  # what follows is not training time
-      if is_eval:
-        val = evaluate(state.params, corpus.val)
-        writer.scalars(done, {'val/loss': val['loss'], 'val/bpc': val['bpc']})
-        meta['last_val_loss'], meta['last_val_step'] = val['loss'], done
-        print(f'step {done}/{num_steps} | val loss {val["loss"]:.4f} | val bpc {val["bpc"]:.4f}',
-              flush=True)
-        if val['loss'] < meta['best_val_loss']:
-          meta['best_val_loss'], meta['best_step'] = val['loss'], done
-          save('best', done)
-      if is_ckpt:
-        save('latest', done)
+      try:  # a NaN/Inf surfaces here: in the pulled metrics, or in the params to be saved
+        if is_eval or is_ckpt or is_sample or done % config.log.every_steps == 0:
+          log_train_metrics(done)
+        if is_eval or is_ckpt or is_sample:
+          pending.pause()  # what follows is not training time
+        if is_eval:
+          val = evaluate(state.params, corpus.val)
+          writer.scalars(done, {'val/loss': val['loss'], 'val/bpc': val['bpc']})
+          meta['last_val_loss'], meta['last_val_step'] = val['loss'], done
+          print(f'step {done}/{num_steps} | val loss {val["loss"]:.4f} | '
+                f'val bpc {val["bpc"]:.4f}', flush=True)
+          if val['loss'] < meta['best_val_loss']:
+            meta['best_val_loss'], meta['best_step'] = val['loss'], done
+            save('best', done)
+        if is_ckpt:
+          save('latest', done)
+      except NonFiniteLossError as error:
+        step = roll_back_or_stop(error)
+        continue
       if is_sample:
         ids = sample(state.params, prime_ids, 1, jax.random.fold_in(
             jax.random.PRNGKey(config.seed), done), config.log.sample_temperature).ids
