@@ -259,10 +259,17 @@ def test_reset_zeroes_the_carried_state(text_file):
 
 
 def test_same_seed_same_run_other_seed_other_run(text_file, tmp_path):
-  results = {}
+  """Determinism on CPU: the same config and seed give bit-identical losses and parameters."""
+  results, losses, params = {}, {}, {}
   for name, seed in (('a', 0), ('b', 0), ('c', 1)):
-    config = tiny_config(text_file, **{'train.num_steps': 8, 'model.dropout': 0.2})
+    config = tiny_config(text_file, **{'train.num_steps': 8, 'model.dropout': 0.2,
+                                       'log.every_steps': 1})
     config.seed = seed
     results[name] = train.train_and_evaluate(config, tmp_path / name)
-  assert results['a']['val_loss'] == results['b']['val_loss']
-  assert results['a']['val_loss'] != results['c']['val_loss']
+    events = event_accumulator.EventAccumulator(str(tmp_path / name))
+    events.Reload()
+    losses[name] = [(e.step, e.value) for e in events.Scalars('train/loss')]
+    params[name] = _final_state(tmp_path / name, config).params
+  assert len(losses['a']) == 8 and losses['a'] == losses['b'] != losses['c']
+  assert results['a']['val_loss'] == results['b']['val_loss'] != results['c']['val_loss']
+  jax.tree.map(np.testing.assert_array_equal, params['a'], params['b'])
