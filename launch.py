@@ -2,9 +2,11 @@
 
 Thin by design: flags here, everything else in the `seqlab` library
 (`seqlab.train.train_and_evaluate`). Re-running with the same --workdir resumes.
+`--sweep` runs the config file's `get_sweep()` trials instead (`seqlab.sweep_run`).
 """
 
 import datetime
+import importlib.util
 import pathlib
 import sys
 
@@ -14,6 +16,8 @@ from absl import logging
 from ml_collections import config_flags
 
 from seqlab import interrupts
+from seqlab import sweep
+from seqlab import sweep_run
 from seqlab import train
 from seqlab.errors import NonFiniteLossError, SeqlabError
 
@@ -22,6 +26,11 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True)
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Run directory (default: runs/<config>-<timestamp>). Re-use it to resume.')
+_SWEEP = flags.DEFINE_bool(
+    'sweep', False, "Run the config file's get_sweep() trials, each in --workdir/<trial name> "
+    '(default --workdir: runs/<config>-sweep); re-running resumes the sweep.')
+_PARALLEL = flags.DEFINE_integer(
+    'parallel', 1, 'With --sweep: trials run at once, each on its own GPU or share of CPU cores.')
 flags.mark_flags_as_required(['config'])
 
 
@@ -30,6 +39,41 @@ def default_workdir(config_arg: str) -> pathlib.Path:
   variant = config_arg.split(':', 1)[1].replace(',', '-') if ':' in config_arg else ''
   stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
   return pathlib.Path('runs') / '-'.join(filter(None, (name, variant, stamp)))
+
+
+def config_overrides(argv: list[str]) -> list[str]:
+  """The --config.KEY=VALUE arguments of a command line (also `--config.KEY VALUE`)."""
+  found = []
+  for i, arg in enumerate(argv):
+    if arg.startswith('--config.'):
+      found.append(arg if '=' in arg or i + 1 >= len(argv) else f'{arg}={argv[i + 1]}')
+  return found
+
+
+def load_sweep(config_arg: str) -> list[dict]:
+  """`get_sweep(variant)` of the config file named by --config (file[:variant])."""
+  path, _, variant = config_arg.partition(':')
+  spec = importlib.util.spec_from_file_location('seqlab_sweep_config', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, 'get_sweep'):
+    raise SeqlabError(f'{path} declares no sweep; add get_sweep(arg) returning seqlab.sweep '
+                      'overrides (see configs/shakespeare.py)')
+  return module.get_sweep(variant or None)
+
+
+def launch_sweep(config_arg: str, workdir: pathlib.Path | None) -> int:
+  trials = sweep.make_trials(_CONFIG.value, load_sweep(config_arg))
+  if workdir is None:
+    name = pathlib.Path(config_arg.split(':')[0]).stem
+    variant = config_arg.split(':', 1)[1].replace(',', '-') if ':' in config_arg else ''
+    workdir = pathlib.Path('runs') / '-'.join(filter(None, (name, variant, 'sweep')))
+  workdir = pathlib.Path(workdir)
+  if workdir.exists() and not workdir.is_dir():
+    raise SeqlabError(f'--workdir {workdir} is a file, not a sweep directory; use another path')
+  overrides = config_overrides(sys.argv[1:])
+  commands = {t.name: sweep_run.trial_command(config_arg, overrides, t, workdir) for t in trials}
+  return sweep_run.run_sweep(workdir, trials, commands, _PARALLEL.value)
 
 
 def parse_flags(argv):
@@ -48,9 +92,13 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   logging.set_verbosity(logging.WARNING)  # orbax logs every step of a save at INFO
-  workdir = _WORKDIR.value or default_workdir(flags.FLAGS['config'].config_filename)
+  config_arg = flags.FLAGS['config'].config_filename
+  if _PARALLEL.value < 1 or (_PARALLEL.value != 1 and not _SWEEP.value):
+    raise app.UsageError('--parallel N needs --sweep and N >= 1')
   try:
-    train.train_and_evaluate(_CONFIG.value, workdir)
+    if _SWEEP.value:
+      sys.exit(launch_sweep(config_arg, _WORKDIR.value))
+    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value or default_workdir(config_arg))
   except interrupts.Interrupted as e:
     print(f'seqlab: {e}', file=sys.stderr)
     sys.exit(e.exit_status)

@@ -12,11 +12,16 @@ Commands and what they measured (README.md, "Results", has the details):
       tiny model, 40 steps, every code path (eval, test split, samples, checkpoints): 23 s on
       CPU for the whole command.
 
+  python launch.py --config configs/shakespeare.py --sweep --workdir runs/depth-width-dropout
+      get_sweep's 27 trials (depth x width x dropout), one run directory each.
+
 Variants after the colon can be combined with commas (`:cpu,smoke`). Any field
 can be overridden: `--config.model.hidden_size=256 --config.model.cell=gru`.
 """
 
 from ml_collections import config_dict
+
+from seqlab import sweep
 
 
 def get_config(arg: str | None = None) -> config_dict.ConfigDict:
@@ -128,3 +133,15 @@ def _smoke(config):
 
 
 VARIANTS = {'cpu': _cpu, 'smoke': _smoke}
+
+
+def get_sweep(arg: str | None = None) -> list[dict]:
+  """The trials of `launch.py --sweep`: overrides of get_config(arg), one dict per trial."""
+  if 'smoke' in (arg or '').split(','):
+    # 2 x 2 in a couple of minutes on 2 CPU cores: two shapes, and two dropout rates per shape
+    # (which --fused trains together).
+    return sweep.product(sweep.axis('model.hidden_size', [16, 32]),
+                         sweep.axis('model.dropout', [0.0, 0.25]))
+  return sweep.product(sweep.axis('model.num_layers', [1, 2, 3]),
+                       sweep.axis('model.hidden_size', [128, 256, 512]),
+                       sweep.axis('model.dropout', [0.0, 0.25, 0.5]))

@@ -36,7 +36,8 @@ class StopRequest:
 
 
 @contextlib.contextmanager
-def catch_stop_signals():
+def catch_stop_signals(
+    what_happens: str = 'finishing the current step and saving a checkpoint'):
   request = StopRequest()
   previous = {}
 
@@ -44,8 +45,8 @@ def catch_stop_signals():
     del frame
     request.signum = signum
     signal.signal(signum, previous[signum])  # a second one acts at once
-    print(f'\n{signal.Signals(signum).name} received: finishing the current step and saving a '
-          'checkpoint (send it again to stop at once)', file=sys.stderr, flush=True)
+    print(f'\n{signal.Signals(signum).name} received: {what_happens} (send it again to stop at '
+          'once)', file=sys.stderr, flush=True)
 
   if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
     for signum in STOP_SIGNALS:

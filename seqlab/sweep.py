@@ -1,0 +1,146 @@
+"""Declaring a sweep as data, and expanding it into trials.
+
+A config file declares its sweep next to `get_config`:
+
+    def get_sweep(arg=None):
+      return sweep.product(sweep.axis('model.num_layers', [1, 2, 3]),
+                           sweep.axis('model.dropout', [0.0, 0.5]))
+
+A sweep is a list of overrides, one dict `{dotted config key: value}` per
+trial. The combinators build such lists: `axis` (one key, many values),
+`fixed` (one key, one value), `product` (every combination), `zipped`
+(element-wise, equal lengths) and `chain` (one list after the other).
+
+`make_trials(base_config, overrides)` applies each dict to a copy of the base
+config (ml_collections checks keys and types) and names the trial after its
+overrides, e.g. `num_layers=2,dropout=0.5`: the name of its run directory.
+"""
+
+import copy
+import dataclasses
+import hashlib
+import itertools
+import re
+from typing import Any, Iterable
+
+from ml_collections import config_dict
+
+from seqlab.errors import SeqlabError
+
+Overrides = dict[str, Any]
+
+
+def axis(key: str, values: Iterable[Any]) -> list[Overrides]:
+  """One trial per value of `key`."""
+  values = list(values)
+  if not values:
+    raise SeqlabError(f'sweep axis {key!r} has no values')
+  return [{key: value} for value in values]
+
+
+def fixed(key: str, value: Any) -> list[Overrides]:
+  """One value for `key`: in a product, it is added to every trial."""
+  return [{key: value}]
+
+
+def _merge(dicts: Iterable[Overrides], combinator: str) -> Overrides:
+  merged = {}
+  for d in dicts:
+    for key, value in d.items():
+      if key in merged:
+        raise SeqlabError(f'sweep.{combinator}: {key!r} is set by two of its parts')
+      merged[key] = value
+  return merged
+
+
+def product(*sweeps: list[Overrides]) -> list[Overrides]:
+  """Every combination, the last sweep varying fastest (like nested for-loops)."""
+  return [_merge(combo, 'product') for combo in itertools.product(*sweeps)]
+
+
+def zipped(*sweeps: list[Overrides]) -> list[Overrides]:
+  """Element-wise: trial i takes the i-th overrides of every sweep (equal lengths)."""
+  lengths = {len(s) for s in sweeps}
+  if len(lengths) > 1:
+    raise SeqlabError(f'sweep.zipped needs sweeps of equal length, got {[len(s) for s in sweeps]}')
+  return [_merge(parts, 'zipped') for parts in zip(*sweeps)]
+
+
+def chain(*sweeps: list[Overrides]) -> list[Overrides]:
+  """The trials of each sweep, one sweep after the other."""
+  return [dict(d) for s in sweeps for d in s]
+
+
+@dataclasses.dataclass(frozen=True)
+class Trial:
+  name: str  # from the overrides; the name of the trial's run directory
+  overrides: Overrides
+  config: config_dict.ConfigDict
+
+
+def apply_overrides(base: config_dict.ConfigDict, overrides: Overrides) -> config_dict.ConfigDict:
+  """A copy of `base` with dotted-key overrides; unknown keys and wrong types are errors."""
+  config = copy.deepcopy(base)
+  for key, value in overrides.items():
+    *groups, field = key.split('.')
+    node = config
+    try:
+      for group in groups:
+        node = node[group]
+      if not isinstance(node, config_dict.ConfigDict) or field not in node:
+        raise KeyError(key)
+      node[field] = value
+    except (KeyError, AttributeError) as e:
+      raise SeqlabError(f'sweep sets unknown config key {key!r} ({e})') from None
+    except TypeError as e:
+      raise SeqlabError(f'sweep sets {key}={value!r}: {e}') from None
+  return config
+
+
+def _format_value(value: Any) -> str:
+  if isinstance(value, float):
+    return format(value, 'g')
+  if isinstance(value, (list, tuple)):
+    return '-'.join(_format_value(v) for v in value)
+  return str(value)
+
+
+_UNSAFE = re.compile(r'[^A-Za-z0-9._+=,-]')
+_MAX_NAME = 200  # bytes; file systems allow 255
+
+
+def _short_keys(keys: list[str]) -> dict[str, str]:
+  """The last part of each dotted key, or the whole key where two would share it."""
+  last = [k.split('.')[-1] for k in keys]
+  return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last)}
+
+
+def trial_name(overrides: Overrides, short: dict[str, str]) -> str:
+  """`num_layers=2,dropout=0.5`: readable, safe as a file name, at most 200 bytes."""
+  if not overrides:
+    return 'base'
+  name = ','.join(f'{short[k]}={_format_value(v)}' for k, v in overrides.items())
+  name = _UNSAFE.sub('_', name)
+  if name.startswith('.'):
+    name = '_' + name[1:]
+  if len(name) > _MAX_NAME:
+    digest = hashlib.sha1(name.encode()).hexdigest()[:10]
+    name = f'{name[:_MAX_NAME - 11]}-{digest}'
+  return name
+
+
+def make_trials(base: config_dict.ConfigDict, sweep: list[Overrides]) -> list[Trial]:
+  """The trials of `sweep` on `base`, each a complete config; raises on any bad trial."""
+  if not sweep:
+    raise SeqlabError('the sweep has no trials')
+  keys = list(dict.fromkeys(k for overrides in sweep for k in overrides))
+  short = _short_keys(keys)
+  trials, names = [], {}
+  for i, overrides in enumerate(sweep):
+    name = trial_name(overrides, short)
+    if name in names:
+      raise SeqlabError(f'sweep trials {names[name]} and {i} have the same overrides ({name}); '
+                        'remove the duplicate')
+    names[name] = i
+    trials.append(Trial(name, dict(overrides), apply_overrides(base, overrides)))
+  return trials
