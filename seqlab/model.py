@@ -13,6 +13,7 @@ gate block, biases zero except the LSTM forget gate (1.0, Jozefowicz et al.
 
 import dataclasses
 import functools
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -133,12 +134,32 @@ def _emit_carry(step):
   return step_and_carry
 
 
+class Dropout(nn.Module):
+  """`nn.Dropout` (same masks for the same key), with a rate that may be a traced value.
+
+  A traced rate lets fused sweep trials (`seqlab.fused`) differ in dropout
+  inside one compiled step; rate 0 keeps every unit, as `nn.Dropout` does.
+  """
+  rate: Any
+
+  @nn.compact
+  def __call__(self, x, deterministic: bool):
+    if deterministic or (isinstance(self.rate, (int, float)) and self.rate == 0):
+      return x
+    keep = 1.0 - self.rate
+    mask = jax.random.bernoulli(self.make_rng('dropout'), p=keep, shape=x.shape)
+    return jax.lax.select(mask, x / keep, jnp.zeros_like(x))
+
+
 # Inputs in the Dense's dtype, result (and so logits) in fp32.
 _dot_general_fp32 = functools.partial(jax.lax.dot_general, preferred_element_type=jnp.float32)
 
 
 class CharLM(nn.Module):
-  """(tokens BxT int, carry) -> (logits BxTxV, carry). Needs a 'dropout' rng when training."""
+  """(tokens BxT int, carry) -> (logits BxTxV, carry). Needs a 'dropout' rng when training.
+
+  `dropout_rate`, if given, replaces `config.dropout` (it may be a traced value).
+  """
   config: ModelConfig
 
   def init_carry(self, batch_size: int):
@@ -146,8 +167,9 @@ class CharLM(nn.Module):
     return init_carry(self.config, batch_size)
 
   @nn.compact
-  def __call__(self, tokens_BxT, carry, *, train: bool = False):
+  def __call__(self, tokens_BxT, carry, *, train: bool = False, dropout_rate=None):
     cfg = self.config
+    dropout_rate = cfg.dropout if dropout_rate is None else dropout_rate
     tokens_TxB = tokens_BxT.T  # time-major inside: each layer scans its leading axis
     if cfg.embed_size:
       x = nn.Embed(cfg.vocab_size, cfg.embed_size, name='embed')(tokens_TxB)
@@ -159,7 +181,7 @@ class CharLM(nn.Module):
                                       time_major=True, matmul_dtype=cfg.matmul_dtype,
                                       name=f'layer_{i}')(x, carry[i])
       new_carry.append(layer_carry)
-      x = nn.Dropout(cfg.dropout, deterministic=not train)(x)
+      x = Dropout(dropout_rate)(x, deterministic=not train)
     logits_TxBxV = nn.Dense(cfg.vocab_size, name='decoder', dtype=cfg.matmul_dtype,
                             dot_general=_dot_general_fp32)(x)
     return jnp.swapaxes(logits_TxBxV, 0, 1), tuple(new_carry)
