@@ -31,6 +31,12 @@ _SWEEP = flags.DEFINE_bool(
     '(default --workdir: runs/<config>-sweep); re-running resumes the sweep.')
 _PARALLEL = flags.DEFINE_integer(
     'parallel', 1, 'With --sweep: trials run at once, each on its own GPU or share of CPU cores.')
+_FUSED = flags.DEFINE_bool(
+    'fused', False, 'With --sweep: train trials that share array shapes together, in one '
+    'compiled step (jax.vmap); each still gets its own run directory.')
+_TRIALS = flags.DEFINE_multi_string(
+    'trial', [], 'With --sweep: run only the trials of these names (the sweep passes them to '
+    'the process of a fused group).')
 flags.mark_flags_as_required(['config'])
 
 
@@ -64,6 +70,11 @@ def load_sweep(config_arg: str) -> list[dict]:
 
 def launch_sweep(config_arg: str, workdir: pathlib.Path | None) -> int:
   trials = sweep.make_trials(_CONFIG.value, load_sweep(config_arg))
+  if _TRIALS.value:
+    unknown = set(_TRIALS.value) - {t.name for t in trials}
+    if unknown:
+      raise SeqlabError(f'--trial {sorted(unknown)}: not in the sweep of {config_arg}')
+    trials = [t for t in trials if t.name in _TRIALS.value]
   if workdir is None:
     name = pathlib.Path(config_arg.split(':')[0]).stem
     variant = config_arg.split(':', 1)[1].replace(',', '-') if ':' in config_arg else ''
@@ -71,9 +82,25 @@ def launch_sweep(config_arg: str, workdir: pathlib.Path | None) -> int:
   workdir = pathlib.Path(workdir)
   if workdir.exists() and not workdir.is_dir():
     raise SeqlabError(f'--workdir {workdir} is a file, not a sweep directory; use another path')
+  if _TRIALS.value and _FUSED.value:  # this process is one fused group of a sweep
+    return train_fused_group([(t, workdir / t.name) for t in trials])
   overrides = config_overrides(sys.argv[1:])
   commands = {t.name: sweep_run.trial_command(config_arg, overrides, t, workdir) for t in trials}
-  return sweep_run.run_sweep(workdir, trials, commands, _PARALLEL.value)
+  fused_command_for = (lambda group: sweep_run.fused_command(config_arg, overrides, group,
+                                                             workdir)) if _FUSED.value else None
+  return sweep_run.run_sweep(workdir, trials, commands, _PARALLEL.value, fused_command_for)
+
+
+def train_fused_group(trials_and_dirs) -> int:
+  """Trains one fused group in this process; 1 if any of its trials failed."""
+  from seqlab import fused  # pylint: disable=g-import-not-at-top
+  if len(fused.group(trials_and_dirs)) != 1:
+    raise SeqlabError('--trial names trials that cannot be fused (other shapes or steps)')
+  with interrupts.catch_stop_signals() as stop_request:
+    errors = fused.train_fused(trials_and_dirs, stop_request)
+  for name, error in errors.items():
+    print(f'error: [{name}] {error}', file=sys.stderr, flush=True)
+  return 1 if errors else 0
 
 
 def parse_flags(argv):
@@ -95,6 +122,8 @@ def main(argv):
   config_arg = flags.FLAGS['config'].config_filename
   if _PARALLEL.value < 1 or (_PARALLEL.value != 1 and not _SWEEP.value):
     raise app.UsageError('--parallel N needs --sweep and N >= 1')
+  if (_FUSED.value or _TRIALS.value) and not _SWEEP.value:
+    raise app.UsageError('--fused and --trial need --sweep')
   try:
     if _SWEEP.value:
       sys.exit(launch_sweep(config_arg, _WORKDIR.value))

@@ -30,19 +30,31 @@ def make_schedule(optim_config, num_steps: int, steps_per_epoch: int) -> optax.S
   raise SeqlabError(f"unknown optim.schedule {kind!r}; use 'constant', 'cosine' or 'exponential'")
 
 
-def make_optimizer(optim_config, schedule: optax.Schedule) -> optax.GradientTransformation:
+# The optimizer's numeric settings: `make_optimizer(..., values=...)` may give them
+# as traced values, so that fused sweep trials can differ in them in one compiled step.
+NUMERIC_FIELDS = ('b1', 'b2', 'weight_decay', 'grad_clip')
+
+
+def make_optimizer(optim_config, schedule: optax.Schedule,
+                   values: dict | None = None) -> optax.GradientTransformation:
+  """The optax chain (clipping, then the optimizer) of `optim_config`.
+
+  `values` overrides NUMERIC_FIELDS (e.g. with traced scalars); whether to clip at
+  all is still decided by `optim_config.grad_clip > 0`.
+  """
+  value = {name: optim_config[name] for name in NUMERIC_FIELDS} | (values or {})
   name = optim_config.name
   if name == 'adam':
-    opt = optax.adam(schedule, b1=optim_config.b1, b2=optim_config.b2)
+    opt = optax.adam(schedule, b1=value['b1'], b2=value['b2'])
   elif name == 'adamw':
-    opt = optax.adamw(schedule, b1=optim_config.b1, b2=optim_config.b2,
-                      weight_decay=optim_config.weight_decay)
+    opt = optax.adamw(schedule, b1=value['b1'], b2=value['b2'],
+                      weight_decay=value['weight_decay'])
   elif name == 'rmsprop':
-    opt = optax.rmsprop(schedule, decay=optim_config.b2)
+    opt = optax.rmsprop(schedule, decay=value['b2'])
   else:
     raise SeqlabError(f"unknown optim.name {name!r}; use 'adam', 'adamw' or 'rmsprop'")
   # The chain has the same structure with and without clipping, so that a run
   # can be resumed with another grad_clip.
-  clip = optax.clip_by_global_norm(optim_config.grad_clip) if optim_config.grad_clip > 0 \
+  clip = optax.clip_by_global_norm(value['grad_clip']) if optim_config.grad_clip > 0 \
       else optax.identity()
   return optax.chain(clip, opt)

@@ -34,13 +34,14 @@ def init_state(config: model_lib.ModelConfig, optimizer: optax.GradientTransform
 
 
 def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
-                    schedule: optax.Schedule):
+                    schedule: optax.Schedule, dropout_rate=None):
   """Returns `train_step(state, inputs_BxT, targets_BxT, reset, lr_scale) -> (state, metrics)`.
 
   `reset` (a bool scalar) zeroes the carried state before the batch: True for
   the first batch of an epoch in 'streams' mode and for every batch in 'windows'.
   `lr_scale` (a float scalar, default 1) multiplies the learning rate: the
   optimizer's update is linear in it, so scaling the update scales the rate.
+  `dropout_rate`, if given, replaces the model config's (it may be traced).
   Metrics are per-step scalars on device; the loop pulls them to the host
   only at log intervals.
   """
@@ -51,6 +52,7 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
 
     def loss_fn(params):
       logits_BxTxV, new_carry = model.apply({'params': params}, inputs_BxT, carry, train=True,
+                                            dropout_rate=dropout_rate,
                                             rngs={'dropout': dropout_key})
       loss = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, targets_BxT).mean()
       return loss, new_carry

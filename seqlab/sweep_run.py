@@ -13,6 +13,9 @@ the end if any failed. With `--parallel N`, each trial gets its own GPU where
 there are GPUs, else its own share of the CPU cores (via CPU affinity, which
 sizes XLA's thread pool too), so N trials never oversubscribe the machine.
 SIGTERM/SIGINT are passed on to the running trials, which checkpoint and stop.
+
+With `--fused`, trials that share array shapes run as one process that trains
+them together (`seqlab.fused`); its console output is logs/fused-K.log.
 """
 
 import dataclasses
@@ -86,16 +89,33 @@ def printable(command: list[str]) -> str:
   return shlex.join(shown)
 
 
+def fused_command(config_arg: str, cli_overrides: list[str], trials: list[sweep_lib.Trial],
+                  sweep_dir: pathlib.Path) -> list[str]:
+  """The command that trains `trials` (one fused group) together in one process."""
+  return [sys.executable, str(LAUNCH), '--config', config_arg, *cli_overrides, '--sweep',
+          '--fused', f'--workdir={sweep_dir}', *(f'--trial={t.name}' for t in trials)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """One process of the sweep: a trial, or a fused group of trials."""
+  name: str  # its log is logs/<name>.log
+  trials: tuple
+  command: list
+
+
 def is_finished(run_dir: pathlib.Path, num_steps: int) -> bool:
   results = rundir.load_json(run_dir / rundir.RESULTS_FILENAME)
   return results is not None and results.get('steps') == num_steps
 
 
-def _error_line(log_path: pathlib.Path) -> str:
-  """The `error: ...` line of a failed trial's log, else its last line."""
+def _error_line(log_path: pathlib.Path, trial_name: str) -> str:
+  """A failed trial's `error: ...` line in the log (`error: [NAME] ...` in a fused group's),
+  else the log's last line."""
   lines = log_path.read_text(encoding='utf-8', errors='replace').strip().splitlines() \
       if log_path.exists() else []
-  errors = [line for line in lines if line.startswith('error: ')]
+  own = [line for line in lines if line.startswith(f'error: [{trial_name}] ')]
+  errors = own or [line for line in lines if line.startswith('error: ')]
   return (errors or lines or ['(no output)'])[-1][:500]
 
 
@@ -123,46 +143,63 @@ class SweepRun:
 
 
 def run_sweep(sweep_dir: pathlib.Path, trials: list[sweep_lib.Trial],
-              commands: dict[str, list[str]], parallel: int = 1) -> int:
-  """Runs the trials not yet finished; returns the sweep's exit status."""
+              commands: dict[str, list[str]], parallel: int = 1,
+              fused_command_for=None) -> int:
+  """Runs the trials not yet finished; returns the sweep's exit status.
+
+  `fused_command_for(trials)`, if given, fuses trials that share shapes: it
+  returns the command that trains such a group in one process.
+  """
   sweep_dir = pathlib.Path(sweep_dir)
   sweep_dir.mkdir(parents=True, exist_ok=True)
   (sweep_dir / 'logs').mkdir(exist_ok=True)
   with run_lock.hold(sweep_dir), interrupts.catch_stop_signals(
       'passing it on: running trials checkpoint and stop') as stop:
-    return _run(SweepRun(sweep_dir, trials, commands), make_slots(parallel), stop)
-
-
-def _run(sweep: SweepRun, slots: list[Slot], stop: interrupts.StopRequest) -> int:
-  todo = []
-  for trial in sweep.trials:
-    if is_finished(sweep.sweep_dir / trial.name, trial.config.train.num_steps):
-      sweep.status[trial.name]['status'] = 'done'
+    sweep = SweepRun(sweep_dir, trials, commands)
+    todo = []
+    for trial in trials:
+      if is_finished(sweep_dir / trial.name, trial.config.train.num_steps):
+        sweep.status[trial.name]['status'] = 'done'
+      else:
+        todo.append(trial)
+    sweep.save()
+    if fused_command_for is None:
+      tasks = [Task(t.name, (t,), commands[t.name]) for t in todo]
     else:
-      todo.append(trial)
-  sweep.save()
+      from seqlab import fused  # pylint: disable=g-import-not-at-top
+      groups = fused.group([(t, sweep_dir / t.name) for t in todo])
+      tasks = [Task(f'fused-{i}', tuple(t for t, _ in g), fused_command_for([t for t, _ in g]))
+               for i, g in enumerate(groups)]
+    slots = make_slots(parallel)
+    total = len(trials)
+    print(f'sweep {sweep_dir}: {total} trials, {total - len(todo)} already done, {len(todo)} to '
+          f'run' + (f' in {len(tasks)} fused group(s)' if fused_command_for else '')
+          + f' on {len(slots)} slot(s): {"; ".join(s.label for s in slots)}', flush=True)
+    return _run(sweep, tasks, slots, stop)
+
+
+def _run(sweep: SweepRun, todo: list[Task], slots: list[Slot],
+         stop: interrupts.StopRequest) -> int:
   total = len(sweep.trials)
-  print(f'sweep {sweep.sweep_dir}: {total} trials, {total - len(todo)} already done, '
-        f'{len(todo)} to run on {len(slots)} slot(s): {"; ".join(s.label for s in slots)}',
-        flush=True)
   running = {}  # slot index -> (trial, process, start time, log file)
   forwarded = False
   try:
     while todo or running:
       free = [i for i in range(len(slots)) if i not in running]
       while stop.signum is None and todo and free:
-        slot_index, trial = free.pop(0), todo.pop(0)
-        running[slot_index] = _start(sweep, trial, slots[slot_index])
+        slot_index, task = free.pop(0), todo.pop(0)
+        running[slot_index] = _start(sweep, task, slots[slot_index])
       if stop.signum is not None and not forwarded:
         for _, process, _, _ in running.values():
           process.send_signal(stop.signum)
         forwarded = True
-      for slot_index, (trial, process, started, log) in list(running.items()):
+      for slot_index, (task, process, started, log) in list(running.items()):
         if process.poll() is None:
           continue
         log.close()
         del running[slot_index]
-        _finish(sweep, trial, process.returncode, time.perf_counter() - started)
+        for trial in task.trials:
+          _finish(sweep, task, trial, process.returncode, time.perf_counter() - started)
       if stop.signum is not None and not running:
         break
       time.sleep(0.1)
@@ -183,9 +220,9 @@ def _run(sweep: SweepRun, slots: list[Slot], stop: interrupts.StopRequest) -> in
   return 0
 
 
-def _start(sweep: SweepRun, trial: sweep_lib.Trial, slot: Slot):
-  command = sweep.commands[trial.name]
-  log = open(sweep.sweep_dir / 'logs' / f'{trial.name}.log', 'a', encoding='utf-8')  # pylint: disable=consider-using-with
+def _start(sweep: SweepRun, task: Task, slot: Slot):
+  command = task.command
+  log = open(sweep.sweep_dir / 'logs' / f'{task.name}.log', 'a', encoding='utf-8')  # pylint: disable=consider-using-with
   log.write(f'$ {printable(command)}\n')
   log.flush()
   cpus = slot.cpus
@@ -193,24 +230,28 @@ def _start(sweep: SweepRun, trial: sweep_lib.Trial, slot: Slot):
       command, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, **slot.env),
       cwd=LAUNCH.parent, start_new_session=True,  # signals reach it only through the sweep
       preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
-  sweep.record(trial.name, status='running', slot=slot.label, pid=process.pid)
-  print(f'start {trial.name} on {slot.label}: {printable(command)}', flush=True)
-  return trial, process, time.perf_counter(), log
+  for trial in task.trials:
+    sweep.record(trial.name, status='running', slot=slot.label, pid=process.pid, log=task.name)
+  names = ', '.join(t.name for t in task.trials)
+  print(f'start {names if len(task.trials) == 1 else f"{task.name} ({names})"} on '
+        f'{slot.label}: {printable(command)}', flush=True)
+  return task, process, time.perf_counter(), log
 
 
-def _finish(sweep: SweepRun, trial: sweep_lib.Trial, returncode: int, seconds: float) -> None:
-  log_path = sweep.sweep_dir / 'logs' / f'{trial.name}.log'
+def _finish(sweep: SweepRun, task: Task, trial: sweep_lib.Trial, returncode: int,
+            seconds: float) -> None:
+  log_path = sweep.sweep_dir / 'logs' / f'{task.name}.log'
   fields = {'exit_status': returncode, 'seconds': round(seconds, 1), 'pid': None}
-  if returncode == 0:
+  if is_finished(sweep.sweep_dir / trial.name, trial.config.train.num_steps):
     results = rundir.load_json(sweep.sweep_dir / trial.name / rundir.RESULTS_FILENAME) or {}
     sweep.record(trial.name, status='done', error=None, **fields)
     print(f'done  {trial.name} in {_duration(seconds)}: best val loss '
           f'{results.get("best_val_loss", float("nan")):.4f}', flush=True)
   elif returncode in (128 + signal.SIGTERM, 128 + signal.SIGINT):
-    sweep.record(trial.name, status='interrupted', error=_error_line(log_path), **fields)
+    sweep.record(trial.name, status='interrupted', error=None, **fields)
     print(f'stopped {trial.name} (checkpointed; re-run to continue)', flush=True)
   else:
-    error = _error_line(log_path)
+    error = _error_line(log_path, trial.name)
     sweep.record(trial.name, status='failed', error=error, **fields)
     print(f'FAILED {trial.name} (exit status {returncode}): {error}', flush=True)
 

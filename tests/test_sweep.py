@@ -197,14 +197,19 @@ def test_a_sweep_runs_end_to_end_resumes_and_is_listed_in_hparams(text_file, tmp
   assert before == {n: (sweep_dir / n / 'results.json').stat().st_mtime_ns for n in names}
 
 
-def test_a_failing_trial_is_recorded_and_does_not_stop_the_others(text_file, tmp_path):
+@pytest.mark.parametrize('fused', [False, True], ids=['separate', 'fused'])
+def test_a_failing_trial_is_recorded_and_does_not_stop_the_others(text_file, tmp_path, fused):
   config = _write_config(tmp_path, text_file, "sweep.axis('model.dropout', [1.5, 0.2])")
   sweep_dir = tmp_path / 'sweep'
-  result = _launch('--config', str(config), '--sweep', '--workdir', str(sweep_dir))
+  result = _launch('--config', str(config), '--sweep', '--workdir', str(sweep_dir),
+                   *(['--fused'] if fused else []))
   assert result.returncode == 1
   status = json.loads((sweep_dir / 'sweep.json').read_text())['trials']
-  assert status['dropout=1.5']['status'] == 'failed' and status['dropout=1.5']['exit_status'] == 2
-  assert status['dropout=1.5']['error'] == 'error: model.dropout must be in [0, 1), got 1.5'
+  assert status['dropout=1.5']['status'] == 'failed'
+  # Alone, the trial's own process exits 2; fused, its group's process reports it and exits 1.
+  assert status['dropout=1.5']['exit_status'] == (1 if fused else 2)
+  assert status['dropout=1.5']['error'] == (
+      f'error: {"[dropout=1.5] " if fused else ""}model.dropout must be in [0, 1), got 1.5')
   assert status['dropout=0.2']['status'] == 'done'
   assert (sweep_dir / 'dropout=0.2' / 'results.json').exists()
   assert not (sweep_dir / 'dropout=1.5').exists()  # bad input writes no run directory

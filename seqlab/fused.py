@@ -1,0 +1,183 @@
+"""Fused trials: sweep trials that share array shapes, trained in one compiled step.
+
+Trials that differ only in values that change no shape (FUSABLE: seed, learning
+rate, dropout, Adam's b1/b2, weight decay, the clipping threshold) are stacked
+on a leading trial axis -- parameters, optimizer state, carried state, batches --
+and one jitted step `jax.vmap`s the ordinary train step (`seqlab.steps`) over it,
+with each trial's values passed in as traced scalars. Each trial keeps its own
+run directory, written by its own `RunRecorder`, so it reads (and resumes, alone
+or fused) like any run. Trials that differ in anything else go to separate groups.
+
+Two things differ from a trial trained alone: the learning rate is applied as
+`lr * schedule(step; lr=1)` (schedules are linear in it) and matmuls are batched
+over trials, so losses agree to float tolerance, not bit for bit; and after a
+NaN a fused trial stops (it cannot roll back alone while the others go on).
+"""
+
+import contextlib
+import json
+
+import jax
+import numpy as np
+
+from seqlab import checkpoint
+from seqlab import interrupts
+from seqlab import metrics_writer
+from seqlab import model as model_lib
+from seqlab import optim
+from seqlab import recorder as recorder_lib
+from seqlab import run_lock
+from seqlab import steps
+from seqlab import train
+from seqlab.errors import NonFiniteLossError, SeqlabError
+
+# Config keys that may differ between the trials of one fused group.
+FUSABLE = ('seed', 'model.dropout', 'optim.learning_rate',
+           *(f'optim.{name}' for name in optim.NUMERIC_FIELDS))
+
+
+def group_key(config, workdir) -> str:
+  """Trials with equal keys can be fused: same shapes, same program, same starting step."""
+  flat = metrics_writer.flatten_config(json.loads(config.to_json_best_effort()))
+  for key in FUSABLE:
+    flat.pop(key, None)
+  flat['clipping'] = config.optim.grad_clip > 0  # whether to clip is part of the program
+  flat['start_step'] = checkpoint.latest_step_on_disk(workdir) or 0
+  return json.dumps(flat, sort_keys=True, default=str)
+
+
+def group(trials_and_dirs: list) -> list[list]:
+  """Groups of fusable (trial, run dir) pairs, in the order of their first trial."""
+  groups = {}
+  for trial, workdir in trials_and_dirs:
+    groups.setdefault(group_key(trial.config, workdir), []).append((trial, workdir))
+  return list(groups.values())
+
+
+def trial_values(config) -> dict:
+  """The fusable numbers of one trial (the seed aside: it picks initial state and data)."""
+  return {'learning_rate': config.optim.learning_rate, 'dropout': config.model.dropout,
+          **{name: config.optim[name] for name in optim.NUMERIC_FIELDS}}
+
+
+def make_fused_step(model, optim_config, num_steps: int, steps_per_epoch: int):
+  """`step(states, inputs_KxBxT, targets, reset_K, values, lr_scale_K) -> (states, metrics)`:
+  the train step of K trials at once; `values` holds each trial's `trial_values` as K-vectors."""
+  unit_config = optim_config.copy_and_resolve_references()
+  unit_config.learning_rate = 1.0
+  unit_schedule = optim.make_schedule(unit_config, num_steps, steps_per_epoch)
+
+  def one_trial(state, inputs, targets, reset, values, lr_scale):
+    schedule = lambda count: values['learning_rate'] * unit_schedule(count)
+    optimizer = optim.make_optimizer(optim_config, schedule,
+                                     {k: values[k] for k in optim.NUMERIC_FIELDS})
+    train_step = steps.make_train_step(model, optimizer, schedule, dropout_rate=values['dropout'])
+    return train_step(state, inputs, targets, reset, lr_scale)
+
+  return jax.vmap(one_trial)
+
+
+def _stack(trees):
+  return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)
+
+
+def _trial(stacked, i: int):
+  return jax.tree.map(lambda x: x[i], stacked)
+
+
+def train_fused(trials_and_dirs: list, stop_request: interrupts.StopRequest) -> dict:
+  """Trains one group (see `group`) together; returns {trial name: None, or its error}.
+
+  Raises `interrupts.Interrupted` after checkpointing every trial on SIGTERM/SIGINT.
+  """
+  errors, members = {}, []
+  for trial, workdir in trials_and_dirs:
+    try:
+      members.append((trial, workdir, train.build(trial.config, workdir)))
+    except SeqlabError as e:  # a bad trial fails alone; the others train
+      errors[trial.name] = str(e)
+  if not members:
+    return errors
+  with contextlib.ExitStack() as stack:
+    for _, workdir, _ in members:
+      workdir.mkdir(parents=True, exist_ok=True)
+      stack.enter_context(run_lock.hold(workdir))
+    errors.update(_train_group(members, stop_request))
+  return errors
+
+
+def _train_group(members: list, stop_request: interrupts.StopRequest) -> dict:
+  first_config, first_setup = members[0][0].config, members[0][2]
+  num_steps = first_config.train.num_steps
+  batch_size, seq_len = first_config.data.batch_size, first_config.data.seq_len
+  model = model_lib.CharLM(first_setup.model_config)
+  fused_step = jax.jit(make_fused_step(model, first_config.optim, num_steps,
+                                       first_setup.batches.batches_per_epoch), donate_argnums=0)
+  tools = recorder_lib.make_tools(model, first_config.log.sample_length)
+  recorders, states = [], []
+  errors = {}
+  try:
+    for trial, workdir, setup in members:
+      recorders.append(recorder_lib.RunRecorder(trial.config, workdir, setup, model, *tools,
+                                                label=f'[{trial.name}] '))
+      states.append(recorders[-1].restore(steps.init_state(
+          setup.model_config, setup.optimizer, batch_size, trial.config.seed)))
+    start = int(states[0].step)
+    print(f'fused: {len(members)} trials of {first_setup.model_config.num_layers}x'
+          f'{first_setup.model_config.hidden_size} {first_setup.model_config.cell} in one step, '
+          + (f'resuming at step {start}' if start else 'from step 0'), flush=True)
+    stacked = jax.device_put(_stack(states), jax.devices()[0])
+    values = {k: np.asarray([trial_values(t.config)[k] for t, _, _ in members], np.float32)
+              for k in trial_values(first_config)}
+    alive = np.ones(len(members), bool)
+    vals = [None] * len(members)
+    cadence = train.Cadence(first_config)
+    pending = train.PendingMetrics(chars_per_step=batch_size * seq_len)
+
+    def stop_trial(i: int, error: NonFiniteLossError) -> None:
+      try:
+        recorders[i].nonfinite(error, None, can_roll_back=False)
+      except NonFiniteLossError as final:
+        errors[members[i][0].name] = str(final)
+        recorders[i].print(f'error: {final}')
+      alive[i] = False
+
+    for step in range(start, num_steps):
+      batches = [setup.batches.batch(step) for _, _, setup in members]
+      inputs, targets = (np.stack([b[j] for b in batches]) for j in (0, 1))
+      resets = np.asarray([b[2] for b in batches])
+      stacked, metrics = fused_step(stacked, inputs, targets, resets, values,
+                                    np.where(alive, 1.0, 0.0).astype(np.float32))
+      pending.add(metrics)
+      done = step + 1
+      stopping = stop_request.signum is not None
+      todo = cadence.at(done, stopping)
+      if todo.log:
+        host, timed_chars, seconds = pending.pull()
+      if todo.eval or todo.checkpoint or todo.sample:
+        pending.pause()
+      for i in np.flatnonzero(alive):
+        state = _trial(stacked, i) if (todo.eval or todo.checkpoint or todo.sample) else None
+        try:
+          if todo.log:
+            recorders[i].log_train(done, [{k: v[i] for k, v in m.items()} for m in host],
+                                   timed_chars, seconds, start)
+          if todo.eval:
+            vals[i] = recorders[i].validate(done, state)
+          if todo.checkpoint:
+            recorders[i].save('latest', done, state)
+        except NonFiniteLossError as error:
+          stop_trial(i, error)
+          continue
+        if todo.sample:
+          recorders[i].sample(done, state.params)
+      if stopping:
+        for r in recorders:
+          r.ckpts.wait()
+        raise interrupts.Interrupted(stop_request.signum, done)
+    for i in np.flatnonzero(alive):
+      recorders[i].finish(_trial(stacked, i), vals[i])
+  finally:
+    for r in recorders:
+      r.close()
+  return errors
