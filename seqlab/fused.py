@@ -122,6 +122,7 @@ def _train_group(members: list, stop_request: interrupts.StopRequest) -> dict:
                                                 label=f'[{trial.name}] '))
       states.append(recorders[-1].restore(steps.init_state(
           setup.model_config, setup.optimizer, batch_size, trial.config.seed)))
+      recorders[-1].describe(states[-1], int(states[-1].step))
     start = int(states[0].step)
     print(f'fused: {len(members)} trials of {first_setup.model_config.num_layers}x'
           f'{first_setup.model_config.hidden_size} {first_setup.model_config.cell} in one step, '

@@ -181,7 +181,7 @@ def run_sweep(sweep_dir: pathlib.Path, trials: list[sweep_lib.Trial],
 def _run(sweep: SweepRun, todo: list[Task], slots: list[Slot],
          stop: interrupts.StopRequest) -> int:
   total = len(sweep.trials)
-  running = {}  # slot index -> (trial, process, start time, log file)
+  running = {}  # slot index -> (task, process, start time, log file)
   forwarded = False
   try:
     while todo or running:
@@ -247,7 +247,8 @@ def _finish(sweep: SweepRun, task: Task, trial: sweep_lib.Trial, returncode: int
     sweep.record(trial.name, status='done', error=None, **fields)
     print(f'done  {trial.name} in {_duration(seconds)}: best val loss '
           f'{results.get("best_val_loss", float("nan")):.4f}', flush=True)
-  elif returncode in (128 + signal.SIGTERM, 128 + signal.SIGINT):
+  elif returncode in (128 + signal.SIGTERM, 128 + signal.SIGINT, -signal.SIGTERM,
+                      -signal.SIGINT):  # negative: the signal came before its handler was set
     sweep.record(trial.name, status='interrupted', error=None, **fields)
     print(f'stopped {trial.name} (checkpointed; re-run to continue)', flush=True)
   else:

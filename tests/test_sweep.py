@@ -4,8 +4,10 @@ import csv
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
@@ -13,6 +15,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from conftest import ROOT
 from configs import shakespeare
+from seqlab import checkpoint
 from seqlab import compare
 from seqlab import metrics_writer
 from seqlab import rundir
@@ -260,3 +263,38 @@ def test_compare_tables_a_constructed_sweep(tmp_path):
   assert png.startswith(b'\x89PNG') and len(png) > 10_000
   with pytest.raises(SeqlabError, match='holds no run directories'):
     compare.compare(tmp_path)  # its only folder, sweep/, is not a run
+
+
+@pytest.mark.parametrize('fused', [False, True], ids=['separate', 'fused'])
+def test_sigterm_to_a_sweep_checkpoints_its_trials_and_the_rerun_finishes(
+    text_file, tmp_path, fused):
+  config = _write_config(tmp_path, text_file, "sweep.axis('seed', [0, 1])")
+  long_run = ['--config.train.num_steps=3000', '--config.log.every_steps=10',
+              '--config.log.checkpoint_every_steps=1000', '--config.eval.every_steps=1000']
+  sweep_dir = tmp_path / 'sweep'
+  args = [sys.executable, str(ROOT / 'launch.py'), '--config', str(config), '--sweep',
+          '--workdir', str(sweep_dir), '--parallel', '2', *(['--fused'] if fused else []),
+          *long_run]
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+  process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+  logs = sweep_dir / 'logs'
+  deadline = time.time() + 240
+  while time.time() < deadline and not (
+      logs.is_dir() and any('step 20/3000' in p.read_text() for p in logs.iterdir())):
+    time.sleep(0.2)
+  process.send_signal(signal.SIGTERM)
+  _, stderr = process.communicate(timeout=240)
+  assert process.returncode == 143, stderr[-2000:]
+  assert 'sweep stopped by SIGTERM' in stderr
+  status = json.loads((sweep_dir / 'sweep.json').read_text())['trials']
+  assert {s['status'] for s in status.values()} == {'interrupted'}
+  stopped_at = {n: checkpoint.latest_step_on_disk(sweep_dir / n) for n in status}
+  assert all(0 < step < 3000 for step in stopped_at.values()), stopped_at
+
+  again = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert again.returncode == 0, again.stderr[-2000:]
+  for name in status:
+    assert json.loads((sweep_dir / name / 'results.json').read_text())['steps'] == 3000
+    log = (logs / f'{"fused-0" if fused else name}.log').read_text()
+    assert f'resuming at step {stopped_at[name]}' in log
