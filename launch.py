@@ -6,7 +6,6 @@ Thin by design: flags here, everything else in the `seqlab` library
 """
 
 import datetime
-import importlib.util
 import pathlib
 import sys
 
@@ -40,11 +39,15 @@ _TRIALS = flags.DEFINE_multi_string(
 flags.mark_flags_as_required(['config'])
 
 
+def _config_name(config_arg: str) -> str:
+  """configs/shakespeare.py:cpu,smoke -> shakespeare-cpu-smoke"""
+  path, _, variants = config_arg.partition(':')
+  return '-'.join(filter(None, (pathlib.Path(path).stem, variants.replace(',', '-'))))
+
+
 def default_workdir(config_arg: str) -> pathlib.Path:
-  name = pathlib.Path(config_arg.split(':')[0]).stem
-  variant = config_arg.split(':', 1)[1].replace(',', '-') if ':' in config_arg else ''
   stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
-  return pathlib.Path('runs') / '-'.join(filter(None, (name, variant, stamp)))
+  return pathlib.Path('runs') / f'{_config_name(config_arg)}-{stamp}'
 
 
 def config_overrides(argv: list[str]) -> list[str]:
@@ -56,51 +59,25 @@ def config_overrides(argv: list[str]) -> list[str]:
   return found
 
 
-def load_sweep(config_arg: str) -> list[dict]:
-  """`get_sweep(variant)` of the config file named by --config (file[:variant])."""
-  path, _, variant = config_arg.partition(':')
-  spec = importlib.util.spec_from_file_location('seqlab_sweep_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  if not hasattr(module, 'get_sweep'):
-    raise SeqlabError(f'{path} declares no sweep; add get_sweep(arg) returning seqlab.sweep '
-                      'overrides (see configs/shakespeare.py)')
-  return module.get_sweep(variant or None)
-
-
 def launch_sweep(config_arg: str, workdir: pathlib.Path | None) -> int:
-  trials = sweep.make_trials(_CONFIG.value, load_sweep(config_arg))
+  trials = sweep.make_trials(_CONFIG.value, sweep.declared_in(config_arg))
   if _TRIALS.value:
     unknown = set(_TRIALS.value) - {t.name for t in trials}
     if unknown:
       raise SeqlabError(f'--trial {sorted(unknown)}: not in the sweep of {config_arg}')
     trials = [t for t in trials if t.name in _TRIALS.value]
-  if workdir is None:
-    name = pathlib.Path(config_arg.split(':')[0]).stem
-    variant = config_arg.split(':', 1)[1].replace(',', '-') if ':' in config_arg else ''
-    workdir = pathlib.Path('runs') / '-'.join(filter(None, (name, variant, 'sweep')))
-  workdir = pathlib.Path(workdir)
+  # No timestamp: the same command finds the same sweep again and resumes it.
+  workdir = pathlib.Path(workdir or f'runs/{_config_name(config_arg)}-sweep')
   if workdir.exists() and not workdir.is_dir():
     raise SeqlabError(f'--workdir {workdir} is a file, not a sweep directory; use another path')
   if _TRIALS.value and _FUSED.value:  # this process is one fused group of a sweep
-    return train_fused_group([(t, workdir / t.name) for t in trials])
+    from seqlab import fused  # pylint: disable=g-import-not-at-top
+    return fused.run_group([(t, workdir / t.name) for t in trials])
   overrides = config_overrides(sys.argv[1:])
   commands = {t.name: sweep_run.trial_command(config_arg, overrides, t, workdir) for t in trials}
   fused_command_for = (lambda group: sweep_run.fused_command(config_arg, overrides, group,
                                                              workdir)) if _FUSED.value else None
   return sweep_run.run_sweep(workdir, trials, commands, _PARALLEL.value, fused_command_for)
-
-
-def train_fused_group(trials_and_dirs) -> int:
-  """Trains one fused group in this process; 1 if any of its trials failed."""
-  from seqlab import fused  # pylint: disable=g-import-not-at-top
-  if len(fused.group(trials_and_dirs)) != 1:
-    raise SeqlabError('--trial names trials that cannot be fused (other shapes or steps)')
-  with interrupts.catch_stop_signals() as stop_request:
-    errors = fused.train_fused(trials_and_dirs, stop_request)
-  for name, error in errors.items():
-    print(f'error: [{name}] {error}', file=sys.stderr, flush=True)
-  return 1 if errors else 0
 
 
 def parse_flags(argv):

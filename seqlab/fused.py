@@ -16,6 +16,7 @@ NaN a fused trial stops (it cannot roll back alone while the others go on).
 
 import contextlib
 import json
+import sys
 
 import jax
 import numpy as np
@@ -104,6 +105,20 @@ def train_fused(trials_and_dirs: list, stop_request: interrupts.StopRequest) -> 
       stack.enter_context(run_lock.hold(workdir))
     errors.update(_train_group(members, stop_request))
   return errors
+
+
+def run_group(trials_and_dirs: list) -> int:
+  """Trains one fused group in this process (a sweep's `--fused --trial ...` child).
+
+  Prints `error: [TRIAL] ...` for each trial that failed and returns 1 if any did.
+  """
+  if len(group(trials_and_dirs)) != 1:
+    raise SeqlabError('--trial names trials that cannot be fused (other shapes or steps)')
+  with interrupts.catch_stop_signals() as stop_request:
+    errors = train_fused(trials_and_dirs, stop_request)
+  for name, error in errors.items():
+    print(f'error: [{name}] {error}', file=sys.stderr, flush=True)
+  return 1 if errors else 0
 
 
 def _train_group(members: list, stop_request: interrupts.StopRequest) -> dict:

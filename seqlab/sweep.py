@@ -19,6 +19,7 @@ overrides, e.g. `num_layers=2,dropout=0.5`: the name of its run directory.
 import copy
 import dataclasses
 import hashlib
+import importlib.util
 import itertools
 import re
 from typing import Any, Iterable
@@ -69,6 +70,18 @@ def zipped(*sweeps: list[Overrides]) -> list[Overrides]:
 def chain(*sweeps: list[Overrides]) -> list[Overrides]:
   """The trials of each sweep, one sweep after the other."""
   return [dict(d) for s in sweeps for d in s]
+
+
+def declared_in(config_arg: str) -> list[Overrides]:
+  """`get_sweep(variant)` of the config file of `--config FILE[:VARIANT]`."""
+  path, _, variant = config_arg.partition(':')
+  spec = importlib.util.spec_from_file_location('seqlab_sweep_config', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, 'get_sweep'):
+    raise SeqlabError(f'{path} declares no sweep; add get_sweep(arg) returning seqlab.sweep '
+                      'overrides (see configs/shakespeare.py)')
+  return module.get_sweep(variant or None)
 
 
 @dataclasses.dataclass(frozen=True)
