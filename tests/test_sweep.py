@@ -127,7 +127,7 @@ from seqlab import sweep
 def get_config(arg=None):
   config = shakespeare.get_config('smoke')
   config.data.path = {str(text_file)!r}
-  config.data.test_fraction = 0.0
+  config.data.test_fraction = 0.1
   config.model.hidden_size = 16
   config.data.batch_size = 8
   config.train.num_steps = 12
@@ -185,7 +185,7 @@ def test_a_sweep_runs_end_to_end_resumes_and_is_listed_in_hparams(text_file, tmp
     hparams, events = _hparams(sweep_dir / name)
     assert hparams['optim.learning_rate'].number_value == pytest.approx(lr)
     assert hparams['model.dropout'].number_value == pytest.approx(0.1)
-    for metric in ('final/val_loss', 'final/val_bpc', 'final/best_val_loss',
+    for metric in ('final/val_loss', 'final/val_bpc', 'final/best_val_loss', 'final/test_loss',
                    'final/chars_per_sec', 'final/num_params'):
       (event,) = events.Scalars(metric)
       assert event.value == pytest.approx(results[metric.split('/')[1]], rel=1e-6)
