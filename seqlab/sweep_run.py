@@ -225,11 +225,17 @@ def _start(sweep: SweepRun, task: Task, slot: Slot):
   log = open(sweep.sweep_dir / 'logs' / f'{task.name}.log', 'a', encoding='utf-8')  # pylint: disable=consider-using-with
   log.write(f'$ {printable(command)}\n')
   log.flush()
-  cpus = slot.cpus
   process = subprocess.Popen(  # pylint: disable=consider-using-with
       command, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, **slot.env),
-      cwd=LAUNCH.parent, start_new_session=True,  # signals reach it only through the sweep
-      preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
+      cwd=LAUNCH.parent, start_new_session=True)  # signals reach it only through the sweep
+  if slot.cpus:
+    # Set while the new interpreter is still starting (single-threaded): every thread it
+    # starts later, XLA's pool included, inherits these CPUs. (No preexec_fn: not fork-safe
+    # in a process with threads.)
+    try:
+      os.sched_setaffinity(process.pid, slot.cpus)
+    except ProcessLookupError:  # it has already exited; _finish records how
+      pass
   for trial in task.trials:
     sweep.record(trial.name, status='running', slot=slot.label, pid=process.pid, log=task.name)
   names = ', '.join(t.name for t in task.trials)
