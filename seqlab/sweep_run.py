@@ -10,8 +10,8 @@ Re-running the sweep skips finished trials (results.json at train.num_steps)
 and re-runs the others, which resume from their checkpoints. A failed trial
 (bad config, NaN, crash) is recorded and the others go on; the sweep exits 1 at
 the end if any failed. With `--parallel N`, each trial gets its own GPU where
-there are GPUs, else its own share of the CPU cores (via CPU affinity, which
-sizes XLA's thread pool too), so N trials never oversubscribe the machine.
+there are GPUs, else its own share of the CPU cores (CPU affinity confines all
+of the trial's threads to them), so N trials never oversubscribe the machine.
 SIGTERM/SIGINT are passed on to the running trials, which checkpoint and stop.
 
 With `--fused`, trials that share array shapes run as one process that trains
@@ -230,8 +230,8 @@ def _start(sweep: SweepRun, task: Task, slot: Slot):
       cwd=LAUNCH.parent, start_new_session=True)  # signals reach it only through the sweep
   if slot.cpus:
     # Set while the new interpreter is still starting (single-threaded): every thread it
-    # starts later, XLA's pool included, inherits these CPUs. (No preexec_fn: not fork-safe
-    # in a process with threads.)
+    # starts later, XLA's pool included, inherits these CPUs (checked in /proc). (No
+    # preexec_fn: it is not fork-safe in a process with threads.)
     try:
       os.sched_setaffinity(process.pid, slot.cpus)
     except ProcessLookupError:  # it has already exited; _finish records how
@@ -256,7 +256,8 @@ def _finish(sweep: SweepRun, task: Task, trial: sweep_lib.Trial, returncode: int
   elif returncode in (128 + signal.SIGTERM, 128 + signal.SIGINT, -signal.SIGTERM,
                       -signal.SIGINT):  # negative: the signal came before its handler was set
     sweep.record(trial.name, status='interrupted', error=None, **fields)
-    print(f'stopped {trial.name} (checkpointed; re-run to continue)', flush=True)
+    print(f'stopped {trial.name}; re-run the sweep to continue it from its last checkpoint',
+          flush=True)
   else:
     error = _error_line(log_path, trial.name)
     sweep.record(trial.name, status='failed', error=error, **fields)
