@@ -31,6 +31,7 @@ import time
 import numpy as np
 
 from seqlab import interrupts
+from seqlab import recorder
 from seqlab import rundir
 from seqlab import run_lock
 from seqlab import sweep as sweep_lib
@@ -119,17 +120,12 @@ def _error_line(log_path: pathlib.Path, trial_name: str) -> str:
   return (errors or lines or ['(no output)'])[-1][:500]
 
 
-def _duration(seconds: float) -> str:
-  seconds = int(seconds)
-  return f'{seconds // 60}m{seconds % 60:02d}s'
-
-
 class SweepRun:
   """The trials of one sweep directory and their status, saved to sweep.json."""
 
   def __init__(self, sweep_dir: pathlib.Path, trials: list[sweep_lib.Trial],
                commands: dict[str, list[str]]):
-    self.sweep_dir, self.trials, self.commands = sweep_dir, trials, commands
+    self.sweep_dir, self.trials = sweep_dir, trials
     self.status = {t.name: {'overrides': t.overrides, 'command': printable(commands[t.name]),
                             'status': 'pending'} for t in trials}
 
@@ -251,7 +247,7 @@ def _finish(sweep: SweepRun, task: Task, trial: sweep_lib.Trial, returncode: int
   if is_finished(sweep.sweep_dir / trial.name, trial.config.train.num_steps):
     results = rundir.load_json(sweep.sweep_dir / trial.name / rundir.RESULTS_FILENAME) or {}
     sweep.record(trial.name, status='done', error=None, **fields)
-    print(f'done  {trial.name} in {_duration(seconds)}: best val loss '
+    print(f'done  {trial.name} in {recorder.duration(seconds)}: best val loss '
           f'{results.get("best_val_loss", float("nan")):.4f}', flush=True)
   elif returncode in (128 + signal.SIGTERM, 128 + signal.SIGINT, -signal.SIGTERM,
                       -signal.SIGINT):  # negative: the signal came before its handler was set
