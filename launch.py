@@ -15,6 +15,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from seqlab import interrupts
+from seqlab import parallel
 from seqlab import sweep
 from seqlab import sweep_run
 from seqlab import train
@@ -104,7 +105,11 @@ def main(argv):
   try:
     if _SWEEP.value:
       sys.exit(launch_sweep(config_arg, _WORKDIR.value))
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value or default_workdir(config_arg))
+    parallel.initialize_distributed(_CONFIG.value.parallel)  # a multi-host run: before all else
+    workdir = _WORKDIR.value or default_workdir(config_arg)
+    if parallel.is_multiprocess() and not _WORKDIR.value:
+      raise SeqlabError('a multi-host run needs --workdir on a file system every host shares')
+    train.train_and_evaluate(_CONFIG.value, workdir)
   except interrupts.Interrupted as e:
     print(f'seqlab: {e}', file=sys.stderr)
     sys.exit(e.exit_status)

@@ -77,6 +77,16 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   config.train.rollback_lr_factor = 0.5
   config.train.max_rollbacks = 3
 
+  # --- parallel: the devices and hosts of one run (README: "Scaling out").
+  config.parallel = config_dict.ConfigDict()
+  config.parallel.num_devices = 0  # 0: every device of every process; the batch is split over them
+  # Multi-host (jax.distributed): host:port of process 0, the process count and this process's
+  # id; or $JAX_COORDINATOR_ADDRESS, $JAX_NUM_PROCESSES, $JAX_PROCESS_ID.
+  config.parallel.coordinator_address = config_dict.placeholder(str)
+  config.parallel.num_processes = config_dict.placeholder(int)
+  config.parallel.process_id = config_dict.placeholder(int)
+  config.parallel.distributed = False  # True: jax.distributed with SLURM/MPI/TPU auto-detection
+
   # --- eval: full passes over the val split (and the test split at the end).
   config.eval = config_dict.ConfigDict()
   config.eval.every_steps = 500

@@ -35,8 +35,16 @@ class Checkpoints:
 
   def __init__(self, workdir: pathlib.Path):
     root = pathlib.Path(workdir).absolute() / 'checkpoints'
-    options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
-    self._managers = {name: ocp.CheckpointManager(root / name, options=options)
+
+    def options(name):
+      # In a multi-host run all processes save together (process 0 writes the metadata); the
+      # two managers can save the same step at once, so their barriers need their own names.
+      return ocp.CheckpointManagerOptions(
+          max_to_keep=1, create=True,
+          multiprocessing_options=ocp.options.MultiprocessingOptions(
+              barrier_sync_key_prefix=name))
+
+    self._managers = {name: ocp.CheckpointManager(root / name, options=options(name))
                       for name in ('latest', 'best')}
 
   def save(self, which: str, step: int, state, meta: dict) -> None:

@@ -204,6 +204,13 @@ def load_corpus(path: pathlib.Path, mode: str, val_fraction: float, test_fractio
   return Corpus(vocab, ids[:a], ids[a:b], ids[b:])
 
 
+def _windows(tokens: np.ndarray, starts: np.ndarray, seq_len: int):
+  """(inputs, targets) int32 from windows of seq_len + 1 symbols at `starts` (reads only those
+  windows of a memory-mapped corpus)."""
+  window = tokens[starts[:, None] + np.arange(seq_len + 1)].astype(np.int32)
+  return window[:, :-1], window[:, 1:]
+
+
 class StreamBatches:
   """char-rnn batching: the split as `batch_size` contiguous streams.
 
@@ -223,13 +230,13 @@ class StreamBatches:
           f'(batch_size * (seq_len + 1) + seq_len = {batch_size * (seq_len + 1) + seq_len}); '
           'use more text or a smaller data.batch_size / data.seq_len')
 
-  def batch(self, step: int) -> tuple[np.ndarray, np.ndarray, bool]:
-    """(inputs BxT, targets BxT, reset) for a global step."""
+  def batch(self, step: int, rows: slice = slice(None)) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(inputs BxT, targets BxT, reset) for a global step; only `rows` of the batch
+    (a process's share in a multi-host run)."""
     epoch, k = divmod(step, self.batches_per_epoch)
     offset = np.random.default_rng([self.seed, epoch]).integers(self.seq_len)
-    starts = offset + np.arange(self.batch_size) * self.stream_len + k * self.seq_len
-    window = self.tokens[starts[:, None] + np.arange(self.seq_len + 1)]
-    return window[:, :-1], window[:, 1:], k == 0
+    starts = offset + np.arange(self.batch_size)[rows] * self.stream_len + k * self.seq_len
+    return _windows(self.tokens, starts, self.seq_len) + (k == 0,)
 
 
 class WindowBatches:
@@ -244,11 +251,10 @@ class WindowBatches:
           'smaller data.batch_size / data.seq_len')
     self.batches_per_epoch = max(1, len(tokens) // (batch_size * seq_len))
 
-  def batch(self, step: int) -> tuple[np.ndarray, np.ndarray, bool]:
+  def batch(self, step: int, rows: slice = slice(None)) -> tuple[np.ndarray, np.ndarray, bool]:
     rng = np.random.default_rng([self.seed, step])
-    starts = rng.integers(0, len(self.tokens) - self.seq_len, size=self.batch_size)
-    window = self.tokens[starts[:, None] + np.arange(self.seq_len + 1)]
-    return window[:, :-1], window[:, 1:], True
+    starts = rng.integers(0, len(self.tokens) - self.seq_len, size=self.batch_size)[rows]
+    return _windows(self.tokens, starts, self.seq_len) + (True,)
 
 
 def make_batches(mode: str, tokens: np.ndarray, batch_size: int, seq_len: int, seed: int):

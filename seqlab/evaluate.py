@@ -15,19 +15,26 @@ def bits(nats: float) -> float:
 
 
 def evaluate(eval_step, params, model_config: model_lib.ModelConfig, tokens: np.ndarray,
-             num_streams: int, seq_len: int) -> dict[str, float]:
+             num_streams: int, seq_len: int, placement=None) -> dict[str, float]:
   """Mean loss over every next-symbol prediction of `tokens`.
 
   `eval_step` is the jitted `steps.make_eval_step(model)`. Sums come back from
   the device once, at the end, and are added up in float64 on the host.
+  With a `parallel.Placement`, the streams are split over its devices when
+  they divide evenly (each process passes the same chunks).
   Returns {'loss': nats/char, 'bpc': bits/char, 'chars': predictions counted}.
   """
   carry, sums = None, []
-  for inputs, targets, mask in data.eval_chunks(tokens, num_streams, seq_len):
-    if carry is None:  # placed like the params, so every chunk calls eval_step alike
-      carry = jax.device_put(model_lib.init_carry(model_config, inputs.shape[0]),
-                             jax.tree.leaves(params)[0].sharding)
-    carry, nll_sum, count = eval_step(params, carry, inputs, targets, mask)
+  for chunk in data.eval_chunks(tokens, num_streams, seq_len):
+    if carry is None:  # placed once, so every chunk calls eval_step alike
+      carry = model_lib.init_carry(model_config, chunk[0].shape[0])
+      if placement is None:
+        place = lambda tree: jax.device_put(tree, jax.tree.leaves(params)[0].sharding)
+      else:
+        sharding = placement.eval_sharding(chunk[0].shape[0])
+        place = lambda tree: placement.put(tree, jax.tree.map(lambda _: sharding, tree))
+      carry = place(carry)
+    carry, nll_sum, count = eval_step(params, carry, *place(chunk))
     sums.append((nll_sum, count))
   sums = jax.device_get(sums)
   total = sum(float(s) for s, _ in sums)

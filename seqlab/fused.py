@@ -17,6 +17,7 @@ NaN a fused trial stops (it cannot roll back alone while the others go on).
 import contextlib
 import json
 import sys
+import time
 
 import jax
 import numpy as np
@@ -159,17 +160,19 @@ def _train_group(members: list, stop_request: interrupts.StopRequest) -> dict:
       alive[i] = False
 
     for step in range(start, num_steps):
+      data_start = time.perf_counter()
       batches = [setup.batches.batch(step) for _, _, setup in members]
       inputs, targets = (np.stack([b[j] for b in batches]) for j in (0, 1))
       resets = np.asarray([b[2] for b in batches])
+      data_seconds = time.perf_counter() - data_start
       stacked, metrics = fused_step(stacked, inputs, targets, resets, values,
                                     np.where(alive, 1.0, 0.0).astype(np.float32))
-      pending.add(metrics)
+      pending.add(metrics, data_seconds)
       done = step + 1
       stopping = stop_request.signum is not None
       todo = cadence.at(done, stopping)
       if todo.log:
-        host, timed_chars, seconds = pending.pull()
+        host, timed_chars, seconds, data_seconds = pending.pull()
       if todo.eval or todo.checkpoint or todo.sample:
         pending.pause()
       for i in np.flatnonzero(alive):
@@ -177,7 +180,7 @@ def _train_group(members: list, stop_request: interrupts.StopRequest) -> dict:
         try:
           if todo.log:
             recorders[i].log_train(done, [{k: v[i] for k, v in m.items()} for m in host],
-                                   timed_chars, seconds, start)
+                                   timed_chars, seconds, data_seconds, start)
           if todo.eval:
             vals[i] = recorders[i].validate(done, state)
           if todo.checkpoint:

@@ -65,3 +65,19 @@ class MetricsWriter:
 
   def close(self) -> None:
     self._writer.close()
+
+
+class NullWriter:
+  """What processes other than process 0 of a multi-host run write: nothing."""
+
+  def scalars(self, step, values) -> None:
+    pass
+
+  def text(self, tag, text, step) -> None:
+    pass
+
+  def hparams(self, hparams, metrics, step) -> None:
+    pass
+
+  def close(self) -> None:
+    pass

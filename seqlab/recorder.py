@@ -4,6 +4,8 @@ Checkpoints (latest, best) with their `meta`, TensorBoard scalars, samples.md,
 results.json, and the checks that keep NaN parameters out of checkpoints. The
 training loop (`seqlab.train`, or `seqlab.fused` for several trials in one
 compiled step) decides when; the recorder does the writing, for one run.
+In a multi-host run every process has a recorder and takes part in checkpoints
+and evaluation, but only process 0 writes files or prints.
 """
 
 import math
@@ -19,6 +21,7 @@ from seqlab import evaluate as evaluate_lib
 from seqlab import metrics_writer
 from seqlab import model as model_lib
 from seqlab import novelty
+from seqlab import parallel
 from seqlab import rundir
 from seqlab import sampling
 from seqlab import steps
@@ -51,11 +54,13 @@ class RunRecorder:
   """
 
   def __init__(self, config, workdir: pathlib.Path, setup, model, eval_step, all_finite,
-               sample_fn, label: str = ''):
+               sample_fn, label: str = '', placement: parallel.Placement | None = None):
     self.config, self.workdir, self.setup = config, pathlib.Path(workdir), setup
     self.model, self._eval_step, self._all_finite, self._sample = model, eval_step, all_finite, \
         sample_fn
     self.label = label  # printed before each line (fused trials share one console)
+    self.placement = placement  # None: one device (fused trials)
+    self.primary = parallel.is_primary()
     self.ckpts = checkpoint.Checkpoints(self.workdir)
     self.meta = {'best_val_loss': math.inf, 'best_step': None, 'last_val_loss': None,
                  'last_val_step': None, 'wall_time': 0.0, 'train_time': 0.0, 'timed_chars': 0}
@@ -65,7 +70,8 @@ class RunRecorder:
     self._wall_time_before = 0.0
 
   def print(self, text: str) -> None:
-    print(self.label + text.replace('\n', '\n' + self.label), flush=True)
+    if self.primary:
+      print(self.label + text.replace('\n', '\n' + self.label), flush=True)
 
   # --- starting and rolling back.
   def restore(self, fresh_state):
@@ -76,8 +82,9 @@ class RunRecorder:
       state, self.meta = restored
     self.meta.setdefault('lr_scale', 1.0)  # lowered by each rollback after a NaN/Inf
     self.meta.setdefault('rollbacks', 0)
-    rundir.write_config(self.workdir, self.setup.config_dict)
-    rundir.write_atomic(self.workdir / data.VOCAB_FILENAME, self.setup.corpus.vocab.to_json())
+    if self.primary:
+      rundir.write_config(self.workdir, self.setup.config_dict)
+      rundir.write_atomic(self.workdir / data.VOCAB_FILENAME, self.setup.corpus.vocab.to_json())
     start = int(state.step)
     self._open_writer(start)
     self._wall_time_before = self.meta['wall_time']  # of earlier processes of this run
@@ -88,6 +95,9 @@ class RunRecorder:
     before a rollback), and the same for samples.md."""
     if self.writer is not None:
       self.writer.close()
+    if not self.primary:
+      self.writer = metrics_writer.NullWriter()
+      return
     self.writer = metrics_writer.MetricsWriter(self.workdir, purge_step=step + 1 if step else None)
     rundir.drop_samples_after(self.workdir, step)
 
@@ -97,7 +107,7 @@ class RunRecorder:
                f'{model_lib.count_params(state.params):,} params, vocab {corpus.vocab.size}, '
                f'train/val/test {len(corpus.train):,}/{len(corpus.val):,}/{len(corpus.test):,} '
                f'chars, {self.setup.batches.batches_per_epoch} steps/epoch, '
-               f'{jax.devices()[0].platform}; '
+               f'{self.placement.describe() if self.placement else jax.devices()[0].platform}; '
                + (f'resuming at step {start}' if start else f'run dir {self.workdir}'))
 
   def nonfinite(self, error: NonFiniteLossError, fresh_state, can_roll_back: bool = True):
@@ -128,10 +138,11 @@ class RunRecorder:
 
   # --- while training.
   def log_train(self, done: int, host_metrics: list[dict], timed_chars: int, seconds: float,
-                start: int) -> None:
+                data_seconds: float, start: int) -> None:
     """Scalars for the steps since the last pull; raises NonFiniteLossError on a NaN/Inf."""
     self.meta['train_time'] += seconds
     self.meta['timed_chars'] += timed_chars
+    self.meta['data_time'] = self.meta.get('data_time', 0.0) + data_seconds
     chars_per_sec = timed_chars / seconds if seconds else 0.0
     for i, m in enumerate(host_metrics):
       if not (np.isfinite(m['loss']) and np.isfinite(m['grad_norm'])):
@@ -142,7 +153,8 @@ class RunRecorder:
                                'lr': float(host_metrics[-1]['lr']),
                                'grad_norm': float(host_metrics[-1]['grad_norm'])})
     if chars_per_sec:
-      self.writer.scalars(done, {'chars_per_sec': chars_per_sec})
+      self.writer.scalars(done, {'chars_per_sec': chars_per_sec,
+                                 'data_time_fraction': data_seconds / seconds})
     num_steps = self.config.train.num_steps
     if done % self.config.log.every_steps == 0 or done == num_steps:
       eta = (time.perf_counter() - self._process_start) / (done - start) * (num_steps - done)
@@ -151,7 +163,8 @@ class RunRecorder:
 
   def evaluate(self, params, tokens) -> dict:
     return evaluate_lib.evaluate(self._eval_step, params, self.setup.model_config, tokens,
-                                 self.config.eval.num_streams, self.config.eval.seq_len)
+                                 self.config.eval.num_streams, self.config.eval.seq_len,
+                                 self.placement)
 
   def validate(self, done: int, state) -> dict:
     """The val loss now; a 'best' checkpoint if it is the lowest so far."""
@@ -179,8 +192,9 @@ class RunRecorder:
     vocab = self.setup.corpus.vocab
     text = vocab.decode(self.prime_ids) + vocab.decode(ids[0])
     self.writer.text('samples', text, done)
-    rundir.append_sample(self.workdir, done, self.meta['last_val_loss'],
-                         self.meta.get('last_val_step'), text)
+    if self.primary:
+      rundir.append_sample(self.workdir, done, self.meta['last_val_loss'],
+                           self.meta.get('last_val_step'), text)
     self.print(f'sample at step {done}:\n  ' + text.strip()[:240].replace('\n', '\n  '))
 
   # --- at the end.
@@ -198,6 +212,9 @@ class RunRecorder:
         'steps': num_steps,
         'chars_seen': num_steps * data_config.batch_size * data_config.seq_len,
         'chars_per_sec': meta['timed_chars'] / meta['train_time'] if meta['train_time'] else None,
+        # Host time assembling batches / training time (it overlaps with device work).
+        'data_time_fraction': meta.get('data_time', 0.0) / meta['train_time']
+                              if meta['train_time'] else None,
         'num_params': model_lib.count_params(state.params),
         'wall_time': self._wall_time_before + time.perf_counter() - self._process_start,
     }
@@ -214,7 +231,8 @@ class RunRecorder:
     final = {f'final/{k}': v for k, v in results.items()
              if k in _FINAL_METRICS and v is not None}
     self.writer.hparams(metrics_writer.flatten_config(self.setup.config_dict), final, num_steps)
-    rundir.write_results(self.workdir, results)
+    if self.primary:
+      rundir.write_results(self.workdir, results)
     self.print(
         f'done: val loss {results["val_loss"]:.4f} nats/char = {results["val_bpc"]:.4f} '
         'bits/char'

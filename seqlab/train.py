@@ -2,10 +2,12 @@
 
 The loop dispatches step t, then assembles batch t+1 on the host while the
 device works; metrics come back to the host only at log, eval and checkpoint
-steps. Everything the run needs is checked before anything is written to the
+steps. A run uses every device it sees (`seqlab.parallel`): the batch is split
+over them, and each process of a multi-host run builds only its own rows. Everything the run needs is checked before anything is written to the
 run directory, so bad input never corrupts an existing run.
 """
 
+import contextlib
 import dataclasses
 import json
 import pathlib
@@ -19,6 +21,7 @@ from seqlab import data
 from seqlab import interrupts
 from seqlab import model as model_lib
 from seqlab import optim
+from seqlab import parallel
 from seqlab import recorder as recorder_lib
 from seqlab import rundir
 from seqlab import run_lock
@@ -35,6 +38,7 @@ class Setup:
   batches: data.StreamBatches | data.WindowBatches
   schedule: object
   optimizer: object
+  placement: parallel.Placement
 
 
 def _positive(config, *names):
@@ -53,6 +57,8 @@ def build(config, workdir: pathlib.Path) -> Setup:
   _positive(config, 'data.batch_size', 'data.seq_len', 'train.num_steps', 'eval.every_steps',
             'eval.num_streams', 'eval.seq_len', 'log.every_steps', 'log.checkpoint_every_steps',
             'log.sample_every_steps', 'log.sample_length', 'data.max_vocab_size')
+  placement = parallel.Placement(config.parallel.num_devices)
+  placement.check_batch_size(config.data.batch_size)
   if config.train.on_nonfinite not in ('stop', 'rollback'):
     raise SeqlabError(f"train.on_nonfinite must be 'stop' or 'rollback', "
                       f'got {config.train.on_nonfinite!r}')
@@ -77,7 +83,7 @@ def build(config, workdir: pathlib.Path) -> Setup:
                       f'{config.train.num_steps}; raise it or use a new --workdir')
   schedule = optim.make_schedule(config.optim, config.train.num_steps, batches.batches_per_epoch)
   optimizer = optim.make_optimizer(config.optim, schedule)
-  return Setup(config_dict, corpus, model_config, batches, schedule, optimizer)
+  return Setup(config_dict, corpus, model_config, batches, schedule, optimizer, placement)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,32 +118,38 @@ class PendingMetrics:
 
   The first step after `pause()` (and the very first, which compiles) waits for
   the device and starts the clock, so eval, checkpoint and compile time are not
-  counted as training time. Nothing else blocks the device.
+  counted as training time. Nothing else blocks the device. Batch assembly is
+  timed too: it overlaps with the device's work, so its share of the step time
+  is what data loading costs at most.
   """
 
   def __init__(self, chars_per_step: int):
     self.chars_per_step = chars_per_step
-    self._metrics, self._clock, self._timed_steps = [], None, 0
+    self._metrics, self._clock, self._timed_steps, self._data_seconds = [], None, 0, 0.0
 
-  def add(self, metrics) -> None:
+  def add(self, metrics, data_seconds: float) -> None:
+    """A dispatched step's metrics, and the host time spent assembling its batch."""
     self._metrics.append(metrics)
     if self._clock is None:
       jax.block_until_ready(metrics)
       self._clock = time.perf_counter()
     else:
       self._timed_steps += 1
+      self._data_seconds += data_seconds
 
   def pause(self) -> None:
     self._clock = None
 
-  def pull(self) -> tuple[list[dict], int, float]:
-    """(host metrics of each pending step, chars in the timed steps, their seconds)."""
+  def pull(self) -> tuple[list[dict], int, float, float]:
+    """(host metrics of each pending step, chars in the timed steps, their seconds, and the
+    seconds of those spent assembling batches)."""
     host = jax.device_get(self._metrics)
     now = time.perf_counter()
     seconds = now - self._clock if self._clock is not None and self._timed_steps else 0.0
     timed_chars = self._timed_steps * self.chars_per_step if seconds else 0
-    self._metrics, self._clock, self._timed_steps = [], now, 0
-    return host, timed_chars, seconds
+    data_seconds = self._data_seconds if seconds else 0.0
+    self._metrics, self._clock, self._timed_steps, self._data_seconds = [], now, 0, 0.0
+    return host, timed_chars, seconds, data_seconds
 
 
 def train_and_evaluate(config, workdir, stop_at_step: int | None = None) -> dict | None:
@@ -146,28 +158,36 @@ def train_and_evaluate(config, workdir, stop_at_step: int | None = None) -> dict
   `stop_at_step` stops early after that step with a checkpoint, as a preempted
   run would (returns None); re-running continues from there. SIGTERM/SIGINT do
   the same after the current step and raise `interrupts.Interrupted`. The run
-  directory is locked against a second process for the whole run.
+  directory is locked against a second run for the whole run (by process 0 of
+  a multi-host run; the other processes write nothing but their checkpoint shards).
   """
   workdir = pathlib.Path(workdir)
   setup = build(config, workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  with run_lock.hold(workdir), interrupts.catch_stop_signals() as stop_request:
+  lock = run_lock.hold(workdir) if parallel.is_primary() else contextlib.nullcontext()
+  with lock, interrupts.catch_stop_signals() as stop_request:
     return _train(config, workdir, setup, stop_at_step, stop_request)
 
 
 def _train(config, workdir: pathlib.Path, setup: Setup, stop_at_step: int | None,
            stop_request: interrupts.StopRequest) -> dict | None:
   model = model_lib.CharLM(setup.model_config)
-  train_step = jax.jit(steps.make_train_step(model, setup.optimizer, setup.schedule),
-                       donate_argnums=0)
+  placement = setup.placement
   recorder = recorder_lib.RunRecorder(config, workdir, setup, model,
-                                      *recorder_lib.make_tools(model, config.log.sample_length))
+                                      *recorder_lib.make_tools(model, config.log.sample_length),
+                                      placement=placement)
   num_steps, batch_size = config.train.num_steps, config.data.batch_size
-  fresh_state = lambda: steps.init_state(setup.model_config, setup.optimizer, batch_size,
-                                         config.seed)
+  # Placed on the mesh before a checkpoint is restored into its shardings.
+  fresh_state = lambda: placement.put_state(
+      steps.init_state(setup.model_config, setup.optimizer, batch_size, config.seed))
   try:
-    # Committed to the device like a restored state, so a fresh and a resumed run compile alike.
-    state = jax.device_put(recorder.restore(fresh_state()), jax.devices()[0])
+    state = recorder.restore(fresh_state())
+    state_shardings = placement.state_shardings(state)
+    rep, split = placement.replicated, placement.batch_split
+    train_step = jax.jit(steps.make_train_step(model, setup.optimizer, setup.schedule),
+                         in_shardings=(state_shardings, split, split, rep, rep),
+                         out_shardings=(state_shardings, rep), donate_argnums=0)
+    rows = placement.local_rows(batch_size)
     start = int(state.step)
     recorder.describe(state, start)
     if stop_at_step is not None and start >= stop_at_step:
@@ -178,10 +198,13 @@ def _train(config, workdir: pathlib.Path, setup: Setup, stop_at_step: int | None
     val = None
     step = start
     while step < num_steps:
-      inputs, targets, reset = setup.batches.batch(step)
-      state, metrics = train_step(state, inputs, targets, reset,
+      data_start = time.perf_counter()
+      inputs, targets, reset = setup.batches.batch(step, rows)
+      inputs, targets = (placement.put_batch(x, batch_size) for x in (inputs, targets))
+      data_seconds = time.perf_counter() - data_start
+      state, metrics = train_step(state, inputs, targets, np.bool_(reset),
                                   np.float32(recorder.meta['lr_scale']))
-      pending.add(metrics)
+      pending.add(metrics, data_seconds)
       step = done = step + 1
       stopping = done == stop_at_step or stop_request.signum is not None
       todo = cadence.at(done, stopping)
@@ -195,7 +218,7 @@ def _train(config, workdir: pathlib.Path, setup: Setup, stop_at_step: int | None
         if todo.checkpoint:
           recorder.save('latest', done, state)
       except NonFiniteLossError as error:
-        state = jax.device_put(recorder.nonfinite(error, fresh_state()), jax.devices()[0])
+        state = recorder.nonfinite(error, fresh_state())
         step = int(state.step)
         pending.pause()
         continue

@@ -18,18 +18,16 @@ jax.config.update('jax_default_matmul_precision', 'float32')
 from configs import shakespeare  # pylint: disable=g-import-not-at-top
 
 
+# What tiny_config changes in the smoke config.
+TINY = {'data.test_fraction': 0.0, 'model.hidden_size': 16, 'data.batch_size': 4,
+        'data.seq_len': 8, 'eval.num_streams': 4, 'eval.seq_len': 16, 'log.sample_length': 20}
+
+
 def tiny_config(path, **overrides):
   """The smoke config on a given text file, with dotted-key overrides."""
   config = shakespeare.get_config('smoke')
   config.data.path = str(path)
-  config.data.test_fraction = 0.0
-  config.model.hidden_size = 16
-  config.data.batch_size = 4
-  config.data.seq_len = 8
-  config.eval.num_streams = 4
-  config.eval.seq_len = 16
-  config.log.sample_length = 20
-  for key, value in overrides.items():
+  for key, value in {**TINY, **overrides}.items():
     group, field = key.split('.')
     config[group][field] = value
   return config
