@@ -3,7 +3,8 @@
 The loop dispatches step t, then assembles batch t+1 on the host while the
 device works; metrics come back to the host only at log, eval and checkpoint
 steps. A run uses every device it sees (`seqlab.parallel`): the batch is split
-over them, and each process of a multi-host run builds only its own rows. Everything the run needs is checked before anything is written to the
+over them, and each process of a multi-host run builds only its own rows.
+Everything the run needs is checked before anything is written to the
 run directory, so bad input never corrupts an existing run.
 """
 

@@ -41,7 +41,8 @@ def _launch(workdir, text_file, devices_per_process: int, extra_env=None, extra_
   env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count='
              f'{devices_per_process}', JAX_PLATFORMS='cpu', **(extra_env or {}))
   return subprocess.Popen(
-      [sys.executable, str(ROOT / 'launch.py'), '--config', str(ROOT / 'configs/shakespeare.py:smoke'),
+      [sys.executable, str(ROOT / 'launch.py'),
+       '--config', str(ROOT / 'configs/shakespeare.py:smoke'),
        '--workdir', str(workdir), *_flags(text_file), *extra_flags],
       cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
