@@ -38,6 +38,8 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   config.data.max_vocab_size = 10_000  # more distinct symbols is refused (a binary file?)
   config.data.val_fraction = 0.1  # nanoGPT's split: first 90% train, last 10% val
   config.data.test_fraction = 0.0  # taken from the end, after val
+  # Named datasets with a split the literature uses (enwik8, text8: 90M/5M/5M) use it instead.
+  config.data.standard_split = True
   config.data.batching = 'streams'  # 'streams': carried state (TBPTT); 'windows': random windows
   config.data.batch_size = 64
   config.data.seq_len = 100  # backprop-through-time length

@@ -1,88 +1,25 @@
-"""Text corpora: finding the file, the vocabulary, splits and batches.
+"""Text corpora: the vocabulary, splits and batches.
 
-Everything here is NumPy on the host. Batches are pure functions of
+Everything here is NumPy on the host. Files are found by `seqlab.datasets` and
+encoded once into memory-mapped ids by `seqlab.token_cache`, so a 100 MB corpus
+costs no memory beyond the windows being trained on. Batches are pure functions of
 `(seed, step)`, so a resumed run sees exactly the batches that an uninterrupted
 run would have seen, and the data position needs no state of its own.
 """
 
 import dataclasses
-import hashlib
 import json
-import os
 import pathlib
-import shutil
-import tempfile
-import urllib.request
 
 import numpy as np
 
+from seqlab import datasets
+from seqlab import token_cache
 from seqlab.errors import SeqlabError
 
-# Datasets that seqlab can fetch by name: URL and sha256 of the file.
-DATASETS = {
-    'tinyshakespeare': (
-        'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/'
-        'tinyshakespeare/input.txt',
-        '86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed',
-    ),
-}
 VOCAB_FILENAME = 'vocab.json'
-
-
-def data_dir() -> pathlib.Path:
-  """Where named datasets are cached: $SEQLAB_DATA_DIR, else ~/.cache/seqlab/data."""
-  env = os.environ.get('SEQLAB_DATA_DIR')
-  if env:
-    return pathlib.Path(env).expanduser()
-  return pathlib.Path('~/.cache/seqlab/data').expanduser()
-
-
-def _sha256(path: pathlib.Path) -> str:
-  return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def resolve_path(dataset: str | None, path: str | None) -> pathlib.Path:
-  """Returns the text file to train on: `path` if given, else the named dataset.
-
-  A named dataset is cached under `data_dir()/<name>/input.txt`; it is
-  downloaded (and checked against its sha256) only when that file is missing.
-  """
-  if path:
-    p = pathlib.Path(path).expanduser()
-    if not p.exists():
-      raise SeqlabError(f'data file {p} does not exist; fix --config.data.path')
-    if p.is_dir():
-      raise SeqlabError(f'data path {p} is a directory; point --config.data.path at a text file')
-    return p
-  if not dataset:
-    raise SeqlabError('no data given; set --config.data.path=FILE or --config.data.dataset=NAME')
-  if dataset not in DATASETS:
-    raise SeqlabError(
-        f'unknown dataset {dataset!r}; known: {sorted(DATASETS)}, or set --config.data.path=FILE')
-  url, sha256 = DATASETS[dataset]
-  target = data_dir() / dataset / 'input.txt'
-  if target.exists():
-    return target
-  tmp_path = None
-  try:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with urllib.request.urlopen(url, timeout=60) as response:
-      with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
-        tmp_path = pathlib.Path(tmp.name)
-        shutil.copyfileobj(response, tmp)
-  except OSError as e:  # urllib.error.URLError is an OSError.
-    if tmp_path is not None:
-      tmp_path.unlink(missing_ok=True)
-    raise SeqlabError(
-        f'could not download {dataset} ({e}); put the file at {target} '
-        '(or set SEQLAB_DATA_DIR to a directory holding '
-        f'{dataset}/input.txt)') from None
-  if _sha256(tmp_path) != sha256:
-    tmp_path.unlink()
-    raise SeqlabError(f'download of {dataset} from {url} has the wrong sha256; put the '
-                      f'right file at {target}')
-  os.replace(tmp_path, target)
-  return target
+# Where files come from (named datasets, downloads); re-exported for callers of seqlab.data.
+resolve_path = datasets.resolve_path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,7 +93,7 @@ def to_units(raw: bytes, mode: str) -> np.ndarray:
 @dataclasses.dataclass(frozen=True)
 class Corpus:
   vocab: Vocabulary
-  train: np.ndarray  # int32 ids
+  train: np.ndarray  # ids (a read-only memory map, uint8 for most vocabularies)
   val: np.ndarray
   test: np.ndarray  # empty when there is no test split
 
@@ -173,35 +110,47 @@ def split_bounds(n: int, val_fraction: float, test_fraction: float) -> tuple[int
 
 
 def load_corpus(path: pathlib.Path, mode: str, val_fraction: float, test_fraction: float,
-                vocab: Vocabulary | None = None, max_vocab_size: int | None = None) -> Corpus:
-  """Reads a file and splits it. `vocab` (from a run directory) is reused if given.
+                vocab: Vocabulary | None = None, max_vocab_size: int | None = None,
+                split_sizes: tuple[int, int, int] | None = None) -> Corpus:
+  """Reads (memory-maps) a file's ids and splits it. `vocab` (from a run directory) is reused.
 
-  A new vocabulary larger than `max_vocab_size` is refused: it is almost always
-  a binary file that happens to decode, and the one-hot model would be huge.
+  `split_sizes` (train, val, test symbols: a dataset's standard split) wins over
+  the fractions. A new vocabulary larger than `max_vocab_size` is refused: it is
+  almost always a binary file that happens to decode, and the one-hot model
+  would be huge.
   """
-  raw = pathlib.Path(path).read_bytes()
-  if not raw:
-    raise SeqlabError(f'data file {path} is empty; give it some text')
-  units = to_units(raw, mode)
-  vocab_given = vocab is not None
+  file_mode, symbols, ids = token_cache.encode(path, mode, max_vocab_size)
+  own_vocab = Vocabulary(file_mode, symbols)
   if vocab is None:
-    vocab = Vocabulary.from_units(mode, units)
-    if max_vocab_size is not None and vocab.size > max_vocab_size:
-      raise SeqlabError(f'{path} has {vocab.size:,} distinct symbols, more than '
-                        f'data.max_vocab_size={max_vocab_size:,} (is it a binary file?); use '
-                        '--config.data.vocab=byte, or raise --config.data.max_vocab_size')
+    vocab = own_vocab
   elif vocab.mode != mode:
     raise SeqlabError(f'the run directory has a {vocab.mode!r} vocabulary but the config asks '
                       f'for {mode!r}; use a new --workdir')
-  try:
-    ids = vocab.encode_units(units)
-  except SeqlabError as e:
-    if vocab_given:
+  elif vocab != own_vocab:  # the run's vocabulary differs from the file's: translate the ids
+    try:
+      table = vocab.encode_units(np.asarray(symbols, np.int64))
+    except SeqlabError as e:
       raise SeqlabError(f'{path} does not fit the vocabulary saved in the run directory: {e}; '
                         'use a new --workdir for new data') from None
-    raise
+    ids = table[ids]
+  if split_sizes is not None:
+    if sum(split_sizes) > len(ids):
+      raise SeqlabError(f'{path} has {len(ids):,} symbols, fewer than its standard split '
+                        f'{split_sizes} needs; is the file complete?')
+    a, b = split_sizes[0], split_sizes[0] + split_sizes[1]
+    return Corpus(vocab, ids[:a], ids[a:b], ids[b:b + split_sizes[2]])
   a, b = split_bounds(len(ids), val_fraction, test_fraction)
   return Corpus(vocab, ids[:a], ids[a:b], ids[b:])
+
+
+def load_corpus_of(data_config, vocab: Vocabulary | None = None) -> Corpus:
+  """The corpus a config's `data` group names: its file, vocabulary mode and split."""
+  path = datasets.resolve_path(data_config.dataset, data_config.path)
+  split_sizes = datasets.standard_split(data_config.dataset, data_config.path, data_config.vocab,
+                                        data_config.get('standard_split', True))
+  return load_corpus(path, data_config.vocab, data_config.val_fraction,
+                     data_config.test_fraction, vocab, data_config.get('max_vocab_size'),
+                     split_sizes)
 
 
 def _windows(tokens: np.ndarray, starts: np.ndarray, seq_len: int):

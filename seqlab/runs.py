@@ -103,6 +103,4 @@ def describe(run: LoadedRun) -> str:
 def load_corpus(run: LoadedRun) -> data.Corpus:
   """The run's data, split as in training (its val split is the held-out text)."""
   config = run.config
-  path = data.resolve_path(config.data.dataset, config.data.path)
-  return data.load_corpus(path, config.data.vocab, config.data.val_fraction,
-                          config.data.test_fraction, run.vocab)
+  return data.load_corpus_of(config.data, run.vocab)

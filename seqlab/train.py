@@ -69,9 +69,8 @@ def build(config, workdir: pathlib.Path) -> Setup:
   rundir.check_compatible(workdir, config_dict)
   vocab_path = workdir / data.VOCAB_FILENAME
   vocab = data.Vocabulary.load(vocab_path) if vocab_path.exists() else None
-  path = data.resolve_path(config.data.dataset, config.data.path)
-  corpus = data.load_corpus(path, config.data.vocab, config.data.val_fraction,
-                            config.data.test_fraction, vocab, config.data.max_vocab_size)
+  corpus = data.load_corpus_of(config.data, vocab)
+  path = config.data.path or config.data.dataset
   if len(corpus.val) < 2:
     raise SeqlabError(f'the val split of {path} has {len(corpus.val)} symbols; use more text '
                       'or a larger data.val_fraction')

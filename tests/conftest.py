@@ -11,6 +11,12 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault('SEQLAB_DATA_DIR', str(ROOT.parent / 'shared' / 'data'))
+
+
+@pytest.fixture(autouse=True)
+def _own_token_cache(tmp_path_factory, monkeypatch):
+  """Each test encodes corpora into its own cache (seqlab.token_cache), never the user's."""
+  monkeypatch.setenv('SEQLAB_CACHE_DIR', str(tmp_path_factory.mktemp('token-cache')))
 # On GPUs, JAX's float32 matmuls default to TF32; the equivalence tests compare at float32
 # tolerances, so they ask for full float32 matmuls (no effect on CPU).
 jax.config.update('jax_default_matmul_precision', 'float32')

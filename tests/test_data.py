@@ -1,11 +1,15 @@
 """Data: datasets, vocabulary, splits, batches and their errors."""
 
 import hashlib
+import zipfile
 
 import numpy as np
 import pytest
 
+from configs import shakespeare
 from seqlab import data
+from seqlab import datasets
+from seqlab import token_cache
 from seqlab.errors import SeqlabError
 
 
@@ -98,38 +102,124 @@ def test_eval_chunks_cover_every_prediction_once(n, streams, seq_len):
 
 
 def test_named_dataset_is_found_in_data_dir():
-  path = data.resolve_path('tinyshakespeare', None)
-  assert path == data.data_dir() / 'tinyshakespeare' / 'input.txt'
-  assert hashlib.sha256(path.read_bytes()).hexdigest() == data.DATASETS['tinyshakespeare'][1]
+  path = datasets.resolve_path('tinyshakespeare', None)
+  assert path == datasets.data_dir() / 'tinyshakespeare' / 'input.txt'
+  assert datasets.sha256_of(path) == datasets.DATASETS['tinyshakespeare'].sha256
 
 
 def test_failed_download_says_where_to_put_the_file(tmp_path, monkeypatch):
   monkeypatch.setenv('SEQLAB_DATA_DIR', str(tmp_path))
-  missing = (tmp_path / 'nowhere.txt').as_uri()  # a URL that fails without any network
-  monkeypatch.setitem(data.DATASETS, 'tinyshakespeare', (missing, 'x'))
+  missing = (tmp_path / 'nowhere.zip').as_uri()  # a URL that fails without any network
+  monkeypatch.setitem(datasets.DATASETS, 'enwik8',
+                      datasets.Dataset(missing, 'x', member='enwik8', vocab='byte'))
   with pytest.raises(SeqlabError) as e:
-    data.resolve_path('tinyshakespeare', None)
-  assert str(tmp_path / 'tinyshakespeare' / 'input.txt') in str(e.value)
+    datasets.resolve_path('enwik8', None)
+  assert f'put the unzipped file at {tmp_path / "enwik8" / "input.txt"}' in str(e.value)
   assert '\n' not in str(e.value)
+  assert list((tmp_path / 'enwik8').iterdir()) == []  # no partial download left behind
 
 
-def test_download_is_checked_against_sha256(tmp_path, monkeypatch):
-  source = tmp_path / 'served.txt'
-  source.write_text('hello')
+def test_download_is_unzipped_and_checked_against_sha256(tmp_path, monkeypatch):
+  text = b'hello world ' * 100
+  archive = tmp_path / 'served.zip'
+  with zipfile.ZipFile(archive, 'w') as z:
+    z.writestr('corpus', text)
   monkeypatch.setenv('SEQLAB_DATA_DIR', str(tmp_path / 'cache'))
-  monkeypatch.setitem(data.DATASETS, 'tiny', (source.as_uri(), hashlib.sha256(b'hello').hexdigest()))
-  assert data.resolve_path('tiny', None).read_text() == 'hello'
-  monkeypatch.setitem(data.DATASETS, 'other', (source.as_uri(), '0' * 64))
+  good = datasets.Dataset(archive.as_uri(), hashlib.sha256(text).hexdigest(), member='corpus')
+  monkeypatch.setitem(datasets.DATASETS, 'tiny', good)
+  assert datasets.resolve_path('tiny', None).read_bytes() == text
+  monkeypatch.setitem(datasets.DATASETS, 'other',
+                      datasets.Dataset(archive.as_uri(), '0' * 64, member='corpus'))
   with pytest.raises(SeqlabError, match='wrong sha256'):
-    data.resolve_path('other', None)
-  assert not (tmp_path / 'cache' / 'other' / 'input.txt').exists()
+    datasets.resolve_path('other', None)
+  assert list((tmp_path / 'cache' / 'other').iterdir()) == []
+
+
+def test_standard_split_is_the_datasets_own(tmp_path, monkeypatch):
+  """enwik8-style: the split is given in symbols (first/next/last), not by the fractions."""
+  monkeypatch.setenv('SEQLAB_DATA_DIR', str(tmp_path))
+  (tmp_path / 'bytes8').mkdir()
+  raw = bytes(np.random.default_rng(0).integers(0, 200, 1000).astype(np.uint8))
+  (tmp_path / 'bytes8' / 'input.txt').write_bytes(raw)
+  monkeypatch.setitem(datasets.DATASETS, 'bytes8', datasets.Dataset(
+      'unused', None, vocab='byte', standard_split=(900, 50, 50)))
+  config = shakespeare.get_config().data
+  config.dataset, config.vocab = 'bytes8', 'byte'
+  corpus = data.load_corpus_of(config)
+  assert (len(corpus.train), len(corpus.val), len(corpus.test)) == (900, 50, 50)
+  decoded = bytes(corpus.vocab.symbols[i] for i in np.concatenate(
+      [corpus.train, corpus.val, corpus.test]))
+  assert decoded == raw
+  config.standard_split = False  # the config's fractions instead
+  assert len(data.load_corpus_of(config).val) == 100
+  config.standard_split, config.vocab = True, 'char'
+  with pytest.raises(SeqlabError, match="standard split counts byte symbols; set "
+                     "--config.data.vocab=byte"):
+    data.load_corpus_of(config)
+
+
+def test_corpus_is_encoded_once_and_memory_mapped(tmp_path, monkeypatch):
+  """Chunked encoding (chunks cut UTF-8 characters in half here) == encoding all at once."""
+  monkeypatch.setattr(token_cache, 'CHUNK_BYTES', 7)
+  text = 'Привет, мир! 你好 🙂 café\n' * 50
+  path = tmp_path / 'multi.txt'
+  path.write_text(text, encoding='utf-8')
+  corpus = data.load_corpus(path, 'char', 0.1, 0.0)
+  ids = np.concatenate([corpus.train, corpus.val])
+  assert isinstance(corpus.train, np.memmap) and corpus.train.dtype == np.uint8
+  assert corpus.vocab.decode(ids) == text
+  np.testing.assert_array_equal(ids, corpus.vocab.encode(text))
+  folders = list(token_cache.cache_dir().iterdir())
+  assert len(folders) == 1
+  with monkeypatch.context() as patch:
+    patch.setattr(token_cache, '_encode_into', lambda *a: pytest.fail('encoded again'))
+    np.testing.assert_array_equal(data.load_corpus(path, 'char', 0.1, 0.0).train, corpus.train)
+  path.write_text(text + 'new', encoding='utf-8')  # a changed file is encoded again
+  changed = data.load_corpus(path, 'char', 0.1, 0.0)
+  assert changed.vocab.decode(np.concatenate([changed.train, changed.val])) == text + 'new'
+  assert len(list(token_cache.cache_dir().iterdir())) == 2
+
+
+def test_id_type_is_the_smallest_that_fits(tmp_path):
+  path = tmp_path / 'wide.txt'
+  path.write_text(''.join(map(chr, range(0x4e00, 0x4e00 + 300))) * 3, encoding='utf-8')
+  corpus = data.load_corpus(path, 'char', 0.1, 0.0)
+  assert corpus.train.dtype == np.uint16 and corpus.vocab.size == 300
+
+
+def test_utf8_error_names_the_byte_across_chunks(tmp_path, monkeypatch):
+  monkeypatch.setattr(token_cache, 'CHUNK_BYTES', 5)
+  path = tmp_path / 'bad.txt'
+  path.write_bytes('abcdé'.encode() + b'xy\xffz')  # é is 2 bytes: \xff is byte 8
+  with pytest.raises(SeqlabError, match='invalid start byte at byte 8'):
+    data.load_corpus(path, 'char', 0.1, 0.0)
+
+
+def test_unwritable_cache_encodes_in_memory(tmp_path, monkeypatch, text_file):
+  blocker = tmp_path / 'file'
+  blocker.write_text('')
+  monkeypatch.setenv('SEQLAB_CACHE_DIR', str(blocker / 'cache'))  # cannot be created
+  corpus = data.load_corpus(text_file, 'char', 0.1, 0.0)
+  assert corpus.vocab.decode(np.concatenate([corpus.train, corpus.val])) == text_file.read_text()
+
+
+def test_a_process_reads_only_its_rows_of_a_batch(text_file):
+  corpus = data.load_corpus(text_file, 'char', 0.1, 0.0)
+  for batches in (data.StreamBatches(corpus.train, 8, 16, seed=1),
+                  data.WindowBatches(corpus.train, 8, 16, seed=1)):
+    for step in (0, 5, 123):
+      inputs, targets, reset = batches.batch(step)
+      part = batches.batch(step, slice(4, 8))
+      np.testing.assert_array_equal(part[0], inputs[4:])
+      np.testing.assert_array_equal(part[1], targets[4:])
+      assert part[2] == reset and inputs.dtype == np.int32
 
 
 def test_bad_paths_and_short_corpora_give_clear_errors(tmp_path):
   with pytest.raises(SeqlabError, match='does not exist'):
-    data.resolve_path(None, str(tmp_path / 'missing.txt'))
+    datasets.resolve_path(None, str(tmp_path / 'missing.txt'))
   with pytest.raises(SeqlabError, match='is a directory'):
-    data.resolve_path(None, str(tmp_path))
+    datasets.resolve_path(None, str(tmp_path))
   empty = tmp_path / 'empty.txt'
   empty.write_text('')
   with pytest.raises(SeqlabError, match='is empty'):
@@ -139,6 +229,6 @@ def test_bad_paths_and_short_corpora_give_clear_errors(tmp_path):
   with pytest.raises(SeqlabError, match='fewer than one batch'):
     data.WindowBatches(np.arange(50, dtype=np.int32), batch_size=8, seq_len=10, seed=0)
   with pytest.raises(SeqlabError, match='unknown dataset'):
-    data.resolve_path('wikipedia', None)
+    datasets.resolve_path('wikipedia', None)
   with pytest.raises(SeqlabError, match='split fractions'):
     data.split_bounds(100, 0.6, 0.5)
