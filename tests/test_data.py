@@ -1,5 +1,6 @@
 """Data: datasets, vocabulary, splits, batches and their errors."""
 
+import dataclasses
 import hashlib
 import zipfile
 
@@ -232,3 +233,21 @@ def test_bad_paths_and_short_corpora_give_clear_errors(tmp_path):
     datasets.resolve_path('wikipedia', None)
   with pytest.raises(SeqlabError, match='split fractions'):
     data.split_bounds(100, 0.6, 0.5)
+
+
+def test_enwik8_config_trains_on_bytes_with_the_standard_split(tmp_path, monkeypatch):
+  """configs/enwik8.py:smoke end to end on a small stand-in for enwik8 (no network)."""
+  from configs import enwik8  # pylint: disable=g-import-not-at-top
+  from seqlab import train  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv('SEQLAB_DATA_DIR', str(tmp_path / 'data'))
+  (tmp_path / 'data' / 'enwik8').mkdir(parents=True)
+  rng = np.random.default_rng(0)
+  raw = bytes(rng.choice(np.frombuffer(b'<page> wiki text\n\xc3\xa9', np.uint8), 12_000))
+  (tmp_path / 'data' / 'enwik8' / 'input.txt').write_bytes(raw)
+  monkeypatch.setitem(datasets.DATASETS, 'enwik8', dataclasses.replace(
+      datasets.DATASETS['enwik8'], standard_split=(10_000, 1_000, 1_000)))
+  results = train.train_and_evaluate(enwik8.get_config('smoke'), tmp_path / 'run')
+  vocab = data.Vocabulary.load(tmp_path / 'run' / 'vocab.json')
+  assert vocab.mode == 'byte' and vocab.size == len(set(raw))
+  assert results['test_bpc'] < np.log2(vocab.size)  # learned something: better than uniform
+  assert 0 <= results['data_time_fraction'] < 1
