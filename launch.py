@@ -37,6 +37,12 @@ _FUSED = flags.DEFINE_bool(
 _TRIALS = flags.DEFINE_multi_string(
     'trial', [], 'With --sweep: run only the trials of these names (the sweep passes them to '
     'the process of a fused group).')
+_EXECUTOR = flags.DEFINE_enum(
+    'executor', 'local', ['local', 'ray'], 'With --sweep: run trials as local processes, or as '
+    'Ray tasks (pip install -r requirements-ray.txt).')
+_ADDRESS = flags.DEFINE_string(
+    'address', None, 'With --executor ray: the Ray cluster (HOST:PORT or auto); default: start '
+    'a local Ray instance with --parallel CPUs.')
 flags.mark_flags_as_required(['config'])
 
 
@@ -78,7 +84,8 @@ def launch_sweep(config_arg: str, workdir: pathlib.Path | None) -> int:
   commands = {t.name: sweep_run.trial_command(config_arg, overrides, t, workdir) for t in trials}
   fused_command_for = (lambda group: sweep_run.fused_command(config_arg, overrides, group,
                                                              workdir)) if _FUSED.value else None
-  return sweep_run.run_sweep(workdir, trials, commands, _PARALLEL.value, fused_command_for)
+  return sweep_run.run_sweep(workdir, trials, commands, _PARALLEL.value, fused_command_for,
+                             _EXECUTOR.value, _ADDRESS.value)
 
 
 def parse_flags(argv):
@@ -102,6 +109,10 @@ def main(argv):
     raise app.UsageError('--parallel N needs --sweep and N >= 1')
   if (_FUSED.value or _TRIALS.value) and not _SWEEP.value:
     raise app.UsageError('--fused and --trial need --sweep')
+  if (_EXECUTOR.value != 'local' or _ADDRESS.value) and not _SWEEP.value:
+    raise app.UsageError('--executor and --address need --sweep')
+  if _ADDRESS.value and _EXECUTOR.value != 'ray':
+    raise app.UsageError('--address needs --executor ray')
   try:
     if _SWEEP.value:
       sys.exit(launch_sweep(config_arg, _WORKDIR.value))

@@ -16,6 +16,7 @@ SIGTERM/SIGINT are passed on to the running trials, which checkpoint and stop.
 
 With `--fused`, trials that share array shapes run as one process that trains
 them together (`seqlab.fused`); its console output is logs/fused-K.log.
+With `--executor ray`, the same commands run as Ray tasks (`seqlab.ray_executor`).
 """
 
 import dataclasses
@@ -35,6 +36,7 @@ from seqlab import recorder
 from seqlab import rundir
 from seqlab import run_lock
 from seqlab import sweep as sweep_lib
+from seqlab.errors import SeqlabError
 
 STATUS_FILENAME = 'sweep.json'
 LAUNCH = pathlib.Path(__file__).resolve().parents[1] / 'launch.py'
@@ -140,12 +142,17 @@ class SweepRun:
 
 def run_sweep(sweep_dir: pathlib.Path, trials: list[sweep_lib.Trial],
               commands: dict[str, list[str]], parallel: int = 1,
-              fused_command_for=None) -> int:
+              fused_command_for=None, executor: str = 'local',
+              address: str | None = None) -> int:
   """Runs the trials not yet finished; returns the sweep's exit status.
 
   `fused_command_for(trials)`, if given, fuses trials that share shapes: it
-  returns the command that trains such a group in one process.
+  returns the command that trains such a group in one process. `executor`
+  'ray' runs the same commands as Ray tasks (`seqlab.ray_executor`), on the
+  cluster at `address` or on a local instance.
   """
+  if executor not in ('local', 'ray'):
+    raise SeqlabError(f"unknown --executor {executor!r}; use 'local' or 'ray'")
   sweep_dir = pathlib.Path(sweep_dir)
   sweep_dir.mkdir(parents=True, exist_ok=True)
   (sweep_dir / 'logs').mkdir(exist_ok=True)
@@ -166,17 +173,26 @@ def run_sweep(sweep_dir: pathlib.Path, trials: list[sweep_lib.Trial],
       groups = fused.group([(t, sweep_dir / t.name) for t in todo])
       tasks = [Task(f'fused-{i}', tuple(t for t, _ in g), fused_command_for([t for t, _ in g]))
                for i, g in enumerate(groups)]
-    slots = make_slots(parallel)
     total = len(trials)
     print(f'sweep {sweep_dir}: {total} trials, {total - len(todo)} already done, {len(todo)} to '
-          f'run' + (f' in {len(tasks)} fused group(s)' if fused_command_for else '')
-          + f' on {len(slots)} slot(s): {"; ".join(s.label for s in slots)}', flush=True)
-    return _run(sweep, tasks, slots, stop)
+          f'run' + (f' in {len(tasks)} fused group(s)' if fused_command_for else ''), end='')
+    if executor == 'ray':
+      print(' as Ray tasks', flush=True)
+      from seqlab import ray_executor  # pylint: disable=g-import-not-at-top
+      for task in tasks:
+        _write_log_header(sweep, task)
+      ray_executor.run(sweep, tasks, stop, address, parallel,
+                       lambda task, trial, code, seconds, node: _finish(
+                           sweep, task, trial, code, seconds, slot=node))
+    else:
+      slots = make_slots(parallel)
+      print(f' on {len(slots)} slot(s): {"; ".join(s.label for s in slots)}', flush=True)
+      _run(sweep, tasks, slots, stop)
+    return _conclude(sweep, stop)
 
 
 def _run(sweep: SweepRun, todo: list[Task], slots: list[Slot],
-         stop: interrupts.StopRequest) -> int:
-  total = len(sweep.trials)
+         stop: interrupts.StopRequest) -> None:
   running = {}  # slot index -> (task, process, start time, log file)
   forwarded = False
   try:
@@ -203,6 +219,11 @@ def _run(sweep: SweepRun, todo: list[Task], slots: list[Slot],
     for _, process, _, _ in running.values():
       process.send_signal(signal.SIGINT)
     raise
+
+
+def _conclude(sweep: SweepRun, stop: interrupts.StopRequest) -> int:
+  """Prints the summary; the sweep's exit status: 128 + signal if stopped, 1 if a trial failed."""
+  total = len(sweep.trials)
   failed = [n for n, s in sweep.status.items() if s['status'] == 'failed']
   print(summary(sweep), flush=True)
   if stop.signum is not None:
@@ -216,11 +237,15 @@ def _run(sweep: SweepRun, todo: list[Task], slots: list[Slot],
   return 0
 
 
+def _write_log_header(sweep: SweepRun, task: Task) -> None:
+  with open(sweep.sweep_dir / 'logs' / f'{task.name}.log', 'a', encoding='utf-8') as log:
+    log.write(f'$ {printable(task.command)}\n')
+
+
 def _start(sweep: SweepRun, task: Task, slot: Slot):
   command = task.command
+  _write_log_header(sweep, task)
   log = open(sweep.sweep_dir / 'logs' / f'{task.name}.log', 'a', encoding='utf-8')  # pylint: disable=consider-using-with
-  log.write(f'$ {printable(command)}\n')
-  log.flush()
   process = subprocess.Popen(  # pylint: disable=consider-using-with
       command, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, **slot.env),
       cwd=LAUNCH.parent, start_new_session=True)  # signals reach it only through the sweep
@@ -241,9 +266,11 @@ def _start(sweep: SweepRun, task: Task, slot: Slot):
 
 
 def _finish(sweep: SweepRun, task: Task, trial: sweep_lib.Trial, returncode: int,
-            seconds: float) -> None:
+            seconds: float, slot: str | None = None) -> None:
   log_path = sweep.sweep_dir / 'logs' / f'{task.name}.log'
   fields = {'exit_status': returncode, 'seconds': round(seconds, 1), 'pid': None}
+  if slot is not None:
+    fields['slot'] = slot
   if is_finished(sweep.sweep_dir / trial.name, trial.config.train.num_steps):
     results = rundir.load_json(sweep.sweep_dir / trial.name / rundir.RESULTS_FILENAME) or {}
     sweep.record(trial.name, status='done', error=None, **fields)

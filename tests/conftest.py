@@ -56,3 +56,29 @@ def smoke_run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp('smoke') / 'run'
   train.train_and_evaluate(shakespeare.get_config('smoke'), workdir)
   return workdir
+
+
+def write_sweep_config(tmp_path, text_file, sweep_code):
+  """A config file (tiny.py) of a short tiny model on `text_file`, whose get_sweep returns
+  `sweep_code`."""
+  path = tmp_path / 'tiny.py'
+  path.write_text(f'''
+from configs import shakespeare
+from seqlab import sweep
+
+def get_config(arg=None):
+  config = shakespeare.get_config('smoke')
+  config.data.path = {str(text_file)!r}
+  config.data.test_fraction = 0.1
+  config.model.hidden_size = 16
+  config.data.batch_size = 8
+  config.train.num_steps = 12
+  config.eval.every_steps = 6
+  config.log.checkpoint_every_steps = 6
+  config.log.novelty_num_samples = 0
+  return config
+
+def get_sweep(arg=None):
+  return {sweep_code}
+''')
+  return path

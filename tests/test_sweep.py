@@ -13,7 +13,7 @@ import pytest
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from conftest import ROOT
+from conftest import ROOT, write_sweep_config
 from configs import shakespeare
 from seqlab import checkpoint
 from seqlab import compare
@@ -118,30 +118,6 @@ def test_slots_split_gpus_or_cpu_cores_without_oversubscription(monkeypatch):
   assert sweep_run.make_slots(1)[0].cpus is None  # sequential: all cores
 
 
-def _write_config(tmp_path, text_file, sweep_code):
-  path = tmp_path / 'tiny.py'
-  path.write_text(f'''
-from configs import shakespeare
-from seqlab import sweep
-
-def get_config(arg=None):
-  config = shakespeare.get_config('smoke')
-  config.data.path = {str(text_file)!r}
-  config.data.test_fraction = 0.1
-  config.model.hidden_size = 16
-  config.data.batch_size = 8
-  config.train.num_steps = 12
-  config.eval.every_steps = 6
-  config.log.checkpoint_every_steps = 6
-  config.log.novelty_num_samples = 0
-  return config
-
-def get_sweep(arg=None):
-  return {sweep_code}
-''')
-  return path
-
-
 def _launch(*args):
   env = dict(os.environ, PYTHONPATH=str(ROOT))
   return subprocess.run([sys.executable, str(ROOT / 'launch.py'), *args], cwd=ROOT, env=env,
@@ -157,7 +133,7 @@ def _hparams(run_dir):
 
 
 def test_a_sweep_runs_end_to_end_resumes_and_is_listed_in_hparams(text_file, tmp_path):
-  config = _write_config(tmp_path, text_file, "sweep.product(sweep.axis('optim.learning_rate', "
+  config = write_sweep_config(tmp_path, text_file, "sweep.product(sweep.axis('optim.learning_rate', "
                                               "[3e-3, 1e-2]), sweep.fixed('model.dropout', 0.1))")
   sweep_dir = tmp_path / 'sweep'
   # One trial was interrupted earlier: the sweep resumes it from its checkpoint.
@@ -202,7 +178,7 @@ def test_a_sweep_runs_end_to_end_resumes_and_is_listed_in_hparams(text_file, tmp
 
 @pytest.mark.parametrize('fused', [False, True], ids=['separate', 'fused'])
 def test_a_failing_trial_is_recorded_and_does_not_stop_the_others(text_file, tmp_path, fused):
-  config = _write_config(tmp_path, text_file, "sweep.axis('model.dropout', [1.5, 0.2])")
+  config = write_sweep_config(tmp_path, text_file, "sweep.axis('model.dropout', [1.5, 0.2])")
   sweep_dir = tmp_path / 'sweep'
   result = _launch('--config', str(config), '--sweep', '--workdir', str(sweep_dir),
                    *(['--fused'] if fused else []))
@@ -268,7 +244,7 @@ def test_compare_tables_a_constructed_sweep(tmp_path):
 @pytest.mark.parametrize('fused', [False, True], ids=['separate', 'fused'])
 def test_sigterm_to_a_sweep_checkpoints_its_trials_and_the_rerun_finishes(
     text_file, tmp_path, fused):
-  config = _write_config(tmp_path, text_file, "sweep.axis('seed', [0, 1])")
+  config = write_sweep_config(tmp_path, text_file, "sweep.axis('seed', [0, 1])")
   long_run = ['--config.train.num_steps=3000', '--config.log.every_steps=10',
               '--config.log.checkpoint_every_steps=1000', '--config.eval.every_steps=1000']
   sweep_dir = tmp_path / 'sweep'

@@ -1,0 +1,83 @@
+"""`--sweep --executor ray` against a real Ray instance on loopback (skipped without Ray).
+
+CI installs requirements-ray.txt, so there it runs. The test starts a Ray head
+node on 127.0.0.1 itself, then also lets the sweep start its own local instance.
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, write_sweep_config
+
+pytest.importorskip('ray')
+RAY = shutil.which('ray', path=os.path.dirname(sys.executable)) or shutil.which('ray')
+# Loopback only: no usage statistics, no cluster token (Ray 2.5x+ asks for one by default).
+ENV = dict(os.environ, PYTHONPATH=str(ROOT), RAY_USAGE_STATS_ENABLED='0', RAY_AUTH_MODE='disabled')
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def _sweep(config, sweep_dir, *args):
+  return subprocess.run([sys.executable, str(ROOT / 'launch.py'), '--config', str(config),
+                         '--sweep', '--workdir', str(sweep_dir), '--executor', 'ray', *args],
+                        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+
+
+def _ray_stop():
+  subprocess.run([RAY, 'stop', '--force'], env=ENV, capture_output=True, timeout=120,
+                 check=False)
+
+
+def test_ray_sweep_runs_fails_and_resumes_like_the_local_one(text_file, tmp_path):
+  # Two smoke trials and one with a bad value, which must fail without stopping the others.
+  config = write_sweep_config(tmp_path, text_file, "sweep.axis('model.dropout', [0.0, 1.5, 0.2])")
+  sweep_dir = tmp_path / 'sweep'
+  port = _free_port()
+  _ray_stop()
+  head = subprocess.run(
+      [RAY, 'start', '--head', '--node-ip-address=127.0.0.1', f'--port={port}', '--num-cpus=2',
+       '--num-gpus=0', '--include-dashboard=false', '--disable-usage-stats'],
+      env=ENV, capture_output=True, text=True, timeout=180, check=False)
+  try:
+    assert head.returncode == 0, head.stderr[-2000:]
+    result = _sweep(config, sweep_dir, '--address', f'127.0.0.1:{port}')
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert '2 CPUs, 0 GPUs; each task asks for 1 CPU' in result.stdout  # the test's head node
+    status = json.loads((sweep_dir / 'sweep.json').read_text())['trials']
+    assert [s['status'] for s in status.values()] == ['done', 'failed', 'done']
+    # The same record as the local executor's: exit status and the trial's own error line.
+    assert status['dropout=1.5']['exit_status'] == 2
+    assert status['dropout=1.5']['error'] == 'error: model.dropout must be in [0, 1), got 1.5'
+    assert all(s['slot'].startswith('ray:') for s in status.values())
+    assert not (sweep_dir / 'dropout=1.5').exists()
+    for name in ('dropout=0', 'dropout=0.2'):
+      results = json.loads((sweep_dir / name / 'results.json').read_text())
+      assert results['steps'] == 12 and results['val_loss'] < 4.0
+    assert result.stderr.strip().splitlines()[-1].startswith('error: 1 of 3 trials failed')
+  finally:
+    _ray_stop()
+
+  # Resume, on a local Ray instance that the sweep starts itself: the finished trial is
+  # skipped, the unfinished one resumes from its checkpoint, the bad one fails again.
+  (sweep_dir / 'dropout=0.2' / 'results.json').unlink()
+  finished = (sweep_dir / 'dropout=0' / 'results.json').stat().st_mtime_ns
+  try:
+    again = _sweep(config, sweep_dir, '--parallel', '2')
+  finally:
+    _ray_stop()
+  assert again.returncode == 1, again.stderr[-3000:]
+  assert '1 already done, 2 to run as Ray tasks' in again.stdout
+  assert (sweep_dir / 'dropout=0' / 'results.json').stat().st_mtime_ns == finished
+  assert 'resuming at step 12' in (sweep_dir / 'logs' / 'dropout=0.2.log').read_text()
+  status = json.loads((sweep_dir / 'sweep.json').read_text())['trials']
+  assert [s['status'] for s in status.values()] == ['done', 'failed', 'done']
