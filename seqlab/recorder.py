@@ -63,7 +63,8 @@ class RunRecorder:
     self.primary = parallel.is_primary()
     self.ckpts = checkpoint.Checkpoints(self.workdir)
     self.meta = {'best_val_loss': math.inf, 'best_step': None, 'last_val_loss': None,
-                 'last_val_step': None, 'wall_time': 0.0, 'train_time': 0.0, 'timed_chars': 0}
+                 'last_val_step': None, 'wall_time': 0.0, 'train_time': 0.0, 'timed_chars': 0,
+                 'data_time': 0.0}
     self.writer = None
     self.prime_ids = _prime_ids(setup.corpus.vocab, config.log.sample_prime)
     self._process_start = time.perf_counter()
@@ -82,6 +83,7 @@ class RunRecorder:
       state, self.meta = restored
     self.meta.setdefault('lr_scale', 1.0)  # lowered by each rollback after a NaN/Inf
     self.meta.setdefault('rollbacks', 0)
+    self.meta.setdefault('data_time', 0.0)  # checkpoints of older versions lack it
     if self.primary:
       rundir.write_config(self.workdir, self.setup.config_dict)
       rundir.write_atomic(self.workdir / data.VOCAB_FILENAME, self.setup.corpus.vocab.to_json())
@@ -142,7 +144,7 @@ class RunRecorder:
     """Scalars for the steps since the last pull; raises NonFiniteLossError on a NaN/Inf."""
     self.meta['train_time'] += seconds
     self.meta['timed_chars'] += timed_chars
-    self.meta['data_time'] = self.meta.get('data_time', 0.0) + data_seconds
+    self.meta['data_time'] += data_seconds
     chars_per_sec = timed_chars / seconds if seconds else 0.0
     for i, m in enumerate(host_metrics):
       if not (np.isfinite(m['loss']) and np.isfinite(m['grad_norm'])):
@@ -212,9 +214,9 @@ class RunRecorder:
         'steps': num_steps,
         'chars_seen': num_steps * data_config.batch_size * data_config.seq_len,
         'chars_per_sec': meta['timed_chars'] / meta['train_time'] if meta['train_time'] else None,
-        # Host time assembling batches / training time (it overlaps with device work).
-        'data_time_fraction': meta.get('data_time', 0.0) / meta['train_time']
-                              if meta['train_time'] else None,
+        # Time the loop waited for batches / training time (seqlab.prefetch; fused: assembly).
+        'data_time_fraction': meta['data_time'] / meta['train_time'] if meta['train_time']
+                              else None,
         'num_params': model_lib.count_params(state.params),
         'wall_time': self._wall_time_before + time.perf_counter() - self._process_start,
     }

@@ -1,8 +1,8 @@
 """`train_and_evaluate(config, workdir)`: the training loop of a run.
 
-The loop dispatches step t, then assembles batch t+1 on the host while the
-device works; metrics come back to the host only at log, eval and checkpoint
-steps. A run uses every device it sees (`seqlab.parallel`): the batch is split
+The loop dispatches step t while a background thread has already assembled
+the next batches on the devices (`seqlab.prefetch`); metrics come back to the
+host only at log, eval and checkpoint steps. A run uses every device it sees (`seqlab.parallel`): the batch is split
 over them, and each process of a multi-host run builds only its own rows.
 Everything the run needs is checked before anything is written to the
 run directory, so bad input never corrupts an existing run.
@@ -23,6 +23,7 @@ from seqlab import interrupts
 from seqlab import model as model_lib
 from seqlab import optim
 from seqlab import parallel
+from seqlab import prefetch
 from seqlab import recorder as recorder_lib
 from seqlab import rundir
 from seqlab import run_lock
@@ -118,9 +119,8 @@ class PendingMetrics:
 
   The first step after `pause()` (and the very first, which compiles) waits for
   the device and starts the clock, so eval, checkpoint and compile time are not
-  counted as training time. Nothing else blocks the device. Batch assembly is
-  timed too: it overlaps with the device's work, so its share of the step time
-  is what data loading costs at most.
+  counted as training time. Nothing else blocks the device. The time the loop
+  waits for its next batch is counted too: what data loading costs the step.
   """
 
   def __init__(self, chars_per_step: int):
@@ -128,7 +128,7 @@ class PendingMetrics:
     self._metrics, self._clock, self._timed_steps, self._data_seconds = [], None, 0, 0.0
 
   def add(self, metrics, data_seconds: float) -> None:
-    """A dispatched step's metrics, and the host time spent assembling its batch."""
+    """A dispatched step's metrics, and the seconds the loop waited for its batch."""
     self._metrics.append(metrics)
     if self._clock is None:
       jax.block_until_ready(metrics)
@@ -142,7 +142,7 @@ class PendingMetrics:
 
   def pull(self) -> tuple[list[dict], int, float, float]:
     """(host metrics of each pending step, chars in the timed steps, their seconds, and the
-    seconds of those spent assembling batches)."""
+    seconds of those spent waiting for batches)."""
     host = jax.device_get(self._metrics)
     now = time.perf_counter()
     seconds = now - self._clock if self._clock is not None and self._timed_steps else 0.0
@@ -180,6 +180,7 @@ def _train(config, workdir: pathlib.Path, setup: Setup, stop_at_step: int | None
   # Placed on the mesh before a checkpoint is restored into its shardings.
   fresh_state = lambda: placement.put_state(
       steps.init_state(setup.model_config, setup.optimizer, batch_size, config.seed))
+  prefetcher = None
   try:
     state = recorder.restore(fresh_state())
     state_shardings = placement.state_shardings(state)
@@ -197,14 +198,19 @@ def _train(config, workdir: pathlib.Path, setup: Setup, stop_at_step: int | None
     pending = PendingMetrics(chars_per_step=batch_size * config.data.seq_len)
     val = None
     step = start
-    while step < num_steps:
-      data_start = time.perf_counter()
+
+    def make_batch(step):  # runs in the prefetch thread: this process's rows, on the devices
       inputs, targets, reset = setup.batches.batch(step, rows)
-      inputs, targets = (placement.put_batch(x, batch_size) for x in (inputs, targets))
-      data_seconds = time.perf_counter() - data_start
-      state, metrics = train_step(state, inputs, targets, np.bool_(reset),
+      return placement.put_batch(inputs, batch_size), placement.put_batch(targets, batch_size), \
+          np.bool_(reset)
+
+    prefetcher = prefetch.Prefetcher(make_batch, start, num_steps)
+    while step < num_steps:
+      waited = prefetcher.wait_seconds
+      inputs, targets, reset = prefetcher.get(step)
+      state, metrics = train_step(state, inputs, targets, reset,
                                   np.float32(recorder.meta['lr_scale']))
-      pending.add(metrics, data_seconds)
+      pending.add(metrics, prefetcher.wait_seconds - waited)
       step = done = step + 1
       stopping = done == stop_at_step or stop_request.signum is not None
       todo = cadence.at(done, stopping)
@@ -221,6 +227,8 @@ def _train(config, workdir: pathlib.Path, setup: Setup, stop_at_step: int | None
         state = recorder.nonfinite(error, fresh_state())
         step = int(state.step)
         pending.pause()
+        prefetcher.close()
+        prefetcher = prefetch.Prefetcher(make_batch, step, num_steps)
         continue
       if todo.sample:
         recorder.sample(done, state.params)
@@ -232,4 +240,6 @@ def _train(config, workdir: pathlib.Path, setup: Setup, stop_at_step: int | None
         return None
     return recorder.finish(state, val)
   finally:
+    if prefetcher is not None:
+      prefetcher.close()
     recorder.close()

@@ -251,3 +251,29 @@ def test_enwik8_config_trains_on_bytes_with_the_standard_split(tmp_path, monkeyp
   assert vocab.mode == 'byte' and vocab.size == len(set(raw))
   assert results['test_bpc'] < np.log2(vocab.size)  # learned something: better than uniform
   assert 0 <= results['data_time_fraction'] < 1
+
+
+def test_prefetcher_hands_out_batches_in_order_and_passes_errors_on():
+  from seqlab import prefetch  # pylint: disable=g-import-not-at-top
+  made = []
+
+  def make(step):
+    made.append(step)
+    if step == 7:
+      raise SeqlabError('bad batch 7')
+    return step * 10
+
+  fetcher = prefetch.Prefetcher(make, start=3, stop=100, depth=2)
+  assert [fetcher.get(s) for s in (3, 4, 5, 6)] == [30, 40, 50, 60]
+  with pytest.raises(ValueError, match='expected 7'):
+    fetcher.get(9)
+  with pytest.raises(SeqlabError, match='bad batch 7'):
+    fetcher.get(7)
+  fetcher.close()
+  assert made == [3, 4, 5, 6, 7]  # nothing after the error
+  ahead = prefetch.Prefetcher(lambda s: s, start=0, stop=3, depth=2)
+  assert [ahead.get(s) for s in range(3)] == [0, 1, 2]
+  ahead.close()
+  full = prefetch.Prefetcher(lambda s: s, start=0, stop=10**9, depth=2)
+  full.close()  # closes while its queue is full
+  assert not full._thread.is_alive()  # pylint: disable=protected-access
