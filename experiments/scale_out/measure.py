@@ -26,9 +26,9 @@ import textwrap
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-def _python(code: str, env=None) -> dict:
-  """Runs `code` in a fresh interpreter; it prints one JSON line last."""
-  out = subprocess.run([sys.executable, '-c', textwrap.dedent(code)], cwd=ROOT,
+def _python(code: str, env=None, prelude: str = '') -> dict:
+  """Runs `prelude` + `code` in a fresh interpreter; it prints one JSON line last."""
+  out = subprocess.run([sys.executable, '-c', prelude + textwrap.dedent(code)], cwd=ROOT,
                        env=dict(os.environ, PYTHONPATH=str(ROOT), **(env or {})),
                        capture_output=True, text=True, check=False)
   if out.returncode:
@@ -71,7 +71,7 @@ def devices() -> None:
       ''', env={'XLA_FLAGS': f'--xla_force_host_platform_device_count={count}'})
   one, four = rows[1], rows[4]
   worst = max(abs(a - b) / abs(a) for a, b in zip(one['losses'], four['losses']))
-  print(f'| devices | val loss | train chars/s | wall s |\n|---|---:|---:|---:|')
+  print('| devices | val loss | train chars/s | wall s |\n|---|---:|---:|---:|')
   for count, row in rows.items():
     print(f'| {count} | {row["val_loss"]:.6f} | {row["chars_per_sec"]:,.0f} | '
           f'{row["seconds"]:.1f} |')
@@ -83,7 +83,7 @@ def corpus(path: str) -> None:
   with tempfile.TemporaryDirectory() as cache:
     env = {'SEQLAB_CACHE_DIR': cache}
     for label in ('first use (encodes)', 'later use (maps)'):
-      row = _python(_PEAK + f'''
+      row = _python(f'''
         import json, time
         from seqlab import data
         start = time.perf_counter()
@@ -91,7 +91,7 @@ def corpus(path: str) -> None:
         seconds = time.perf_counter() - start
         print(json.dumps(dict(peak(), seconds=seconds, train=len(corpus.train),
                               dtype=str(corpus.train.dtype), vocab=corpus.vocab.size)))
-      ''', env)
+      ''', env, _PEAK)
       print(f'{label}: {size / 1e6:.0f} MB -> {row["train"]:,} train ids ({row["dtype"]}, vocab '
             f'{row["vocab"]}) in {row["seconds"]:.2f} s, peak RSS {row["peak_rss_mb"]:.0f} MB')
     shakespeare_file = ROOT.parent / 'shared/data/tinyshakespeare/input.txt'
@@ -99,7 +99,7 @@ def corpus(path: str) -> None:
       layers, hidden = map(int, model.split('x'))
       for name, data_path in (('100 MB corpus', path), ('tiny Shakespeare', shakespeare_file)):
         with tempfile.TemporaryDirectory() as tmp:
-          row = _python(_PEAK + f'''
+          row = _python(f'''
             import json
             from configs import enwik8
             from seqlab import train
@@ -119,7 +119,7 @@ def corpus(path: str) -> None:
             speed = [e.value for e in events.Scalars('chars_per_sec')]
             print(json.dumps(dict(peak(), data_share=sum(share) / len(share),
                                   chars_per_sec=sum(speed) / len(speed))))
-          ''', env)
+          ''', env, _PEAK)
         print(f'{model} LSTM, batch 128x128, {name}: peak RSS {row["peak_rss_mb"]:.0f} MB '
               f'(anon {row["rss_anon_mb"]:.0f}, file {row["rss_file_mb"]:.0f} at the end), '
               f'data loading {row["data_share"]:.2%} of training time, '
