@@ -72,6 +72,8 @@ def run(sweep, tasks, stop: interrupts.StopRequest, address: str | None, paralle
   stop_path.unlink(missing_ok=True)
   # Workers import this module to run the task.
   runtime_env = {'env_vars': {'PYTHONPATH': str(REPO)}}
+  # ray.init installs its own SIGTERM handler (which exits at once); the sweep's is put back.
+  handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
   try:
     if address:
       ray.init(address=address, runtime_env=runtime_env, log_to_driver=False,
@@ -83,6 +85,8 @@ def run(sweep, tasks, stop: interrupts.StopRequest, address: str | None, paralle
   except (ConnectionError, RuntimeError, ValueError) as e:
     raise SeqlabError(f'could not start or reach Ray at {address or "a local instance"}: '
                       f'{str(e).splitlines()[0]}') from None
+  for signum, handler in handlers.items():
+    signal.signal(signum, handler)
   try:
     resources = ray.cluster_resources()
     per_task = {'num_gpus': 1, 'num_cpus': 0} if resources.get('GPU', 0) >= 1 else \

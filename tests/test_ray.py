@@ -7,13 +7,16 @@ node on 127.0.0.1 itself, then also lets the sweep start its own local instance.
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
 from conftest import ROOT, write_sweep_config
+from seqlab import checkpoint
 
 pytest.importorskip('ray')
 RAY = shutil.which('ray', path=os.path.dirname(sys.executable)) or shutil.which('ray')
@@ -81,3 +84,33 @@ def test_ray_sweep_runs_fails_and_resumes_like_the_local_one(text_file, tmp_path
   assert 'resuming at step 12' in (sweep_dir / 'logs' / 'dropout=0.2.log').read_text()
   status = json.loads((sweep_dir / 'sweep.json').read_text())['trials']
   assert [s['status'] for s in status.values()] == ['done', 'failed', 'done']
+
+
+def test_sigterm_to_a_ray_sweep_checkpoints_its_trials(text_file, tmp_path):
+  config = write_sweep_config(tmp_path, text_file, "sweep.axis('seed', [0, 1, 2])")
+  sweep_dir = tmp_path / 'sweep'
+  _ray_stop()
+  process = subprocess.Popen(
+      [sys.executable, str(ROOT / 'launch.py'), '--config', str(config), '--sweep', '--workdir',
+       str(sweep_dir), '--executor', 'ray', '--parallel', '2', '--config.train.num_steps=3000',
+       '--config.log.every_steps=10', '--config.log.checkpoint_every_steps=1000',
+       '--config.eval.every_steps=1000'],
+      cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  try:
+    logs = sweep_dir / 'logs'
+    deadline = time.time() + 240
+    while time.time() < deadline and not (
+        logs.is_dir() and any('step 20/3000' in p.read_text() for p in logs.iterdir())):
+      time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=240)
+  finally:
+    process.kill()
+    _ray_stop()
+  assert process.returncode == 143, stderr[-2000:]
+  status = json.loads((sweep_dir / 'sweep.json').read_text())['trials']
+  assert {s['status'] for s in status.values()} == {'interrupted'}
+  # Two trials were running (2 CPUs): they checkpointed. The third never started.
+  stopped_at = [checkpoint.latest_step_on_disk(sweep_dir / n) for n in status]
+  assert sum(0 < (s or 0) < 3000 for s in stopped_at) >= 1, stopped_at
+  assert not (sweep_dir / '.stop').exists()
