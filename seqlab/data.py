@@ -18,8 +18,6 @@ from seqlab import token_cache
 from seqlab.errors import SeqlabError
 
 VOCAB_FILENAME = 'vocab.json'
-# Where files come from (named datasets, downloads); re-exported for callers of seqlab.data.
-resolve_path = datasets.resolve_path
 
 
 @dataclasses.dataclass(frozen=True)

@@ -73,6 +73,13 @@ def _key(path: pathlib.Path, mode: str) -> str:
   return f'{path.stem[:40]}-{mode}-{hashlib.sha256(source.encode()).hexdigest()[:16]}'
 
 
+def _check_vocab_size(path: pathlib.Path, size: int, max_vocab_size: int | None) -> None:
+  if max_vocab_size is not None and size > max_vocab_size:
+    raise SeqlabError(f'{path} has {size:,} distinct symbols, more than '
+                      f'data.max_vocab_size={max_vocab_size:,} (is it a binary file?); use '
+                      '--config.data.vocab=byte, or raise --config.data.max_vocab_size')
+
+
 def _encode_into(path: pathlib.Path, mode: str, folder: pathlib.Path,
                  max_vocab_size: int | None) -> None:
   symbols, count = np.zeros(0, np.int64), 0
@@ -81,10 +88,7 @@ def _encode_into(path: pathlib.Path, mode: str, folder: pathlib.Path,
     count += len(units)
   if not count:
     raise SeqlabError(f'data file {path} is empty; give it some text')
-  if max_vocab_size is not None and len(symbols) > max_vocab_size:
-    raise SeqlabError(f'{path} has {len(symbols):,} distinct symbols, more than '
-                      f'data.max_vocab_size={max_vocab_size:,} (is it a binary file?); use '
-                      '--config.data.vocab=byte, or raise --config.data.max_vocab_size')
+  _check_vocab_size(path, len(symbols), max_vocab_size)  # before writing any ids
   ids = np.lib.format.open_memmap(folder / IDS_FILENAME, mode='w+',
                                   dtype=_id_dtype(len(symbols)), shape=(count,))
   start = 0
@@ -124,6 +128,7 @@ def encode(path: pathlib.Path, mode: str,
     finally:
       shutil.rmtree(tmp, ignore_errors=True)
   vocab = json.loads((folder / VOCAB_FILENAME).read_text(encoding='utf-8'))
+  _check_vocab_size(path, len(vocab['symbols']), max_vocab_size)  # cached under another limit
   return vocab['mode'], tuple(vocab['symbols']), np.load(folder / IDS_FILENAME, mmap_mode='r')
 
 

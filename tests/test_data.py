@@ -186,6 +186,8 @@ def test_id_type_is_the_smallest_that_fits(tmp_path):
   path.write_text(''.join(map(chr, range(0x4e00, 0x4e00 + 300))) * 3, encoding='utf-8')
   corpus = data.load_corpus(path, 'char', 0.1, 0.0)
   assert corpus.train.dtype == np.uint16 and corpus.vocab.size == 300
+  with pytest.raises(SeqlabError, match='300 distinct symbols, more than data.max_vocab_size'):
+    data.load_corpus(path, 'char', 0.1, 0.0, max_vocab_size=100)  # checked on the cached ids too
 
 
 def test_utf8_error_names_the_byte_across_chunks(tmp_path, monkeypatch):
