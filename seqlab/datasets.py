@@ -29,6 +29,7 @@ class Dataset:
 
 
 _MAHONEY = 'http://mattmahoney.net/dc/'
+_KARPATHY = 'https://cs.stanford.edu/people/karpathy/char-rnn/'
 DATASETS = {
     'tinyshakespeare': Dataset(
         'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/'
@@ -45,13 +46,14 @@ DATASETS = {
         _MAHONEY + 'text8.zip', '6e890197040d37d85beb962ae1f041ff1d9a9ca8d20c7d99c85027eebf51dca7',
         member='text8', standard_split=(90_000_000, 5_000_000, 5_000_000),
         about='100M characters of cleaned Wikipedia text, 27 symbols; 90M/5M/5M'),
-    # The post's War and Peace (3.2 MB). No checksum has been published for it.
+    # The two other corpora the post links to. No checksums have been published for them.
     'warpeace': Dataset(
-        'https://cs.stanford.edu/people/karpathy/char-rnn/warpeace_input.txt', None,
+        _KARPATHY + 'warpeace_input.txt', None,
         about="Tolstoy's War and Peace as used in the post (no published checksum)"),
+    'linux': Dataset(
+        _KARPATHY + 'linux_input.txt', None,
+        about='Linux kernel source, the sample the post links to (no published checksum)'),
 }
-# The post's Linux-source corpus (474 MB of kernel code) was never published; build one from a
-# kernel tree (`find . -name '*.[ch]' | xargs cat`) and train on it with data.path.
 
 
 def data_dir() -> pathlib.Path:

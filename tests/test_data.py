@@ -2,6 +2,7 @@
 
 import dataclasses
 import hashlib
+import re
 import zipfile
 
 import numpy as np
@@ -279,3 +280,13 @@ def test_prefetcher_hands_out_batches_in_order_and_passes_errors_on():
   full = prefetch.Prefetcher(lambda s: s, start=0, stop=10**9, depth=2)
   full.close()  # closes while its queue is full
   assert not full._thread.is_alive()  # pylint: disable=protected-access
+
+
+def test_dataset_registry_has_the_literature_splits_and_well_formed_checksums():
+  for name, spec in datasets.DATASETS.items():
+    assert spec.url.startswith(('http://', 'https://')), name
+    assert spec.sha256 is None or re.fullmatch('[0-9a-f]{64}', spec.sha256), name
+  for name in ('enwik8', 'text8'):  # 90M / 5M / 5M of 10^8 symbols
+    assert datasets.DATASETS[name].standard_split == (90_000_000, 5_000_000, 5_000_000)
+  assert datasets.DATASETS['enwik8'].vocab == 'byte'
+  assert {'tinyshakespeare', 'enwik8', 'text8', 'warpeace', 'linux'} <= set(datasets.DATASETS)
