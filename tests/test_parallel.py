@@ -137,3 +137,13 @@ def test_two_processes_train_like_one_device(one_device_run, tmp_path):
   assert samples.count('## step 15') == 1 and samples.count('## step 20') == 1
   _assert_same_run(one_device_run, workdir, rundir.load_json(workdir / 'results.json'))
 
+
+
+def test_a_one_device_checkpoint_resumes_on_four_devices(one_device_run, tmp_path):
+  """Stopped at step 15 on one device, finished on 4: the same run as one device throughout."""
+  text_file, config = one_device_run[:2]
+  workdir = tmp_path / 'moved'
+  assert train.train_and_evaluate(config, workdir, stop_at_step=15) is None
+  out = _finish(_launch(workdir, text_file, devices_per_process=4))
+  assert 'resuming at step 15' in out and '4 cpu devices' in out
+  _assert_same_run(one_device_run, workdir, rundir.load_json(workdir / 'results.json'))
