@@ -97,12 +97,17 @@ class RecurrentLayer(nn.Module):
   backward: str = 'fused'  # how gradients are computed (seqlab.recurrence); speed only
   time_major: bool = False
   matmul_dtype: str = 'float32'  # see ModelConfig.matmul_dtype
+  # > 0: x holds symbol ids (BxT or TxB ints) standing for one-hot vectors of this size, and
+  # the input projection is a row lookup of kernel_ih: the same numbers as the one-hot
+  # matmul (one nonzero term per sum) without its V x 4H multiply-adds per symbol.
+  one_hot_size: int = 0
 
   @nn.compact
   def __call__(self, x, carry):
     gates = cells.GATES[self.cell]
     width = gates * self.hidden_size
-    kernel_ih = self.param('kernel_ih', nn.initializers.glorot_uniform(), (x.shape[-1], width))
+    in_size = self.one_hot_size or x.shape[-1]
+    kernel_ih = self.param('kernel_ih', nn.initializers.glorot_uniform(), (in_size, width))
     bias_init = _lstm_bias if self.cell == 'lstm' else nn.initializers.zeros_init()
     bias = self.param('bias', bias_init, (width,))
     step_params = {'kernel_hh': self.param('kernel_hh', _orthogonal_blocks(gates),
@@ -111,8 +116,12 @@ class RecurrentLayer(nn.Module):
       step_params['bias_hn'] = self.param('bias_hn', nn.initializers.zeros_init(),
                                           (self.hidden_size,))
     # The input projection of all time steps at once, time-major for the scan.
-    layout = 'tbd,dg->tbg' if self.time_major else 'btd,dg->tbg'
-    xp_TxBxG = recurrence.matmul(x, kernel_ih, self.matmul_dtype, layout) + bias
+    if self.one_hot_size:
+      ids_TxB = x if self.time_major else x.T
+      xp_TxBxG = jnp.take(kernel_ih, ids_TxB, axis=0) + bias
+    else:
+      layout = 'tbd,dg->tbg' if self.time_major else 'btd,dg->tbg'
+      xp_TxBxG = recurrence.matmul(x, kernel_ih, self.matmul_dtype, layout) + bias
     to_output_layout = (lambda a: a) if self.time_major else (lambda a: jnp.swapaxes(a, 0, 1))
     if self.is_mutable_collection('intermediates'):  # record the whole state of every step
       if self.matmul_dtype != 'float32':
@@ -171,15 +180,15 @@ class CharLM(nn.Module):
     cfg = self.config
     dropout_rate = cfg.dropout if dropout_rate is None else dropout_rate
     tokens_TxB = tokens_BxT.T  # time-major inside: each layer scans its leading axis
-    if cfg.embed_size:
-      x = nn.Embed(cfg.vocab_size, cfg.embed_size, name='embed')(tokens_TxB)
-    else:
-      x = jax.nn.one_hot(tokens_TxB, cfg.vocab_size)
+    # No embedding: char-rnn's one-hot input, which layer 0 reads as ids (a row lookup).
+    x = nn.Embed(cfg.vocab_size, cfg.embed_size, name='embed')(tokens_TxB) \
+        if cfg.embed_size else tokens_TxB
     new_carry = []
     for i in range(cfg.num_layers):
+      one_hot_size = cfg.vocab_size if i == 0 and not cfg.embed_size else 0
       x, layer_carry = RecurrentLayer(cfg.cell, cfg.hidden_size, cfg.unroll, cfg.backward,
                                       time_major=True, matmul_dtype=cfg.matmul_dtype,
-                                      name=f'layer_{i}')(x, carry[i])
+                                      one_hot_size=one_hot_size, name=f'layer_{i}')(x, carry[i])
       new_carry.append(layer_carry)
       x = Dropout(dropout_rate)(x, deterministic=not train)
     logits_TxBxV = nn.Dense(cfg.vocab_size, name='decoder', dtype=cfg.matmul_dtype,

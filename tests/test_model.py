@@ -74,6 +74,29 @@ def test_layer_matches_numpy_equations(cell):
 
 
 @pytest.mark.parametrize('cell', CELLS)
+def test_one_hot_input_as_ids_equals_the_one_hot_matmul(cell):
+  """Layer 0 without an embedding reads ids (a row lookup of kernel_ih): the same outputs,
+  carries and gradients as multiplying one-hot vectors, which it replaces."""
+  vocab, hidden = 9, 7
+  layer, params = _layer_and_params(cell, in_dim=vocab, hidden=hidden)
+  ids_BxT = jnp.asarray(np.random.default_rng(0).integers(0, vocab, (3, 6)), jnp.int32)
+  carry = _random_carry(cell, 3, hidden, seed=1)
+  by_ids = model_lib.RecurrentLayer(cell, hidden, one_hot_size=vocab)
+
+  def loss(apply_params, module, x):
+    h, final = module.apply({'params': apply_params}, x, carry)
+    return jnp.sum(jnp.sin(h)) + sum(jnp.sum(c ** 2) for c in jax.tree.leaves(final)), (h, final)
+
+  (value, out), grads = jax.value_and_grad(loss, has_aux=True)(
+      params, layer, jax.nn.one_hot(ids_BxT, vocab))
+  (value_ids, out_ids), grads_ids = jax.value_and_grad(loss, has_aux=True)(params, by_ids, ids_BxT)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), out, out_ids)
+  np.testing.assert_allclose(value, value_ids, rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), grads,
+               grads_ids)
+
+
+@pytest.mark.parametrize('cell', CELLS)
 def test_scan_equals_python_loop_over_cell(cell):
   layer, params = _layer_and_params(cell)
   x = jnp.asarray(np.random.default_rng(2).normal(size=(3, 9, 5)), jnp.float32)
