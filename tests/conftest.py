@@ -1,9 +1,12 @@
 """Shared fixtures. Tests never use the network: named datasets come from
 $SEQLAB_DATA_DIR, which defaults here to ../shared/data beside the checkout."""
 
+import atexit
 import os
 import pathlib
+import shutil
 import sys
+import tempfile
 
 import jax
 import pytest
@@ -11,17 +14,22 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault('SEQLAB_DATA_DIR', str(ROOT.parent / 'shared' / 'data'))
+# Encoded corpora (seqlab.token_cache) go to a scratch folder, never the user's cache; each test
+# also gets its own (below), module- and session-scoped fixtures share this one.
+os.environ['SEQLAB_CACHE_DIR'] = tempfile.mkdtemp(prefix='seqlab-test-token-cache-')
+atexit.register(shutil.rmtree, os.environ['SEQLAB_CACHE_DIR'], ignore_errors=True)
+
+# On GPUs, JAX's float32 matmuls default to TF32; the equivalence tests compare at float32
+# tolerances, so they ask for full float32 matmuls (no effect on CPU).
+jax.config.update('jax_default_matmul_precision', 'float32')
+
+from configs import shakespeare  # pylint: disable=g-import-not-at-top
 
 
 @pytest.fixture(autouse=True)
 def _own_token_cache(tmp_path_factory, monkeypatch):
   """Each test encodes corpora into its own cache (seqlab.token_cache), never the user's."""
   monkeypatch.setenv('SEQLAB_CACHE_DIR', str(tmp_path_factory.mktemp('token-cache')))
-# On GPUs, JAX's float32 matmuls default to TF32; the equivalence tests compare at float32
-# tolerances, so they ask for full float32 matmuls (no effect on CPU).
-jax.config.update('jax_default_matmul_precision', 'float32')
-
-from configs import shakespeare  # pylint: disable=g-import-not-at-top
 
 
 # What tiny_config changes in the smoke config.
