@@ -47,12 +47,7 @@ def get_config(arg: str | None = None):
   # The n-gram table of 90M training bytes would need several GB; skip the novelty report.
   config.log.novelty_num_samples = 0
 
-  for variant in filter(None, (arg or '').split(',')):
-    if variant not in VARIANTS:
-      raise ValueError(f'unknown variant {variant!r} of configs/enwik8.py; '
-                       f'known: {sorted(VARIANTS)}')
-    VARIANTS[variant](config)
-  return config
+  return shakespeare.apply_variants(config, arg, VARIANTS, 'configs/enwik8.py')
 
 
 def _smoke(config):

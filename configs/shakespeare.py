@@ -108,11 +108,16 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   # the fraction of their 10/20/30-grams found verbatim in the train split. 0: skip.
   config.log.novelty_num_samples = 4
 
+  return apply_variants(config, arg, VARIANTS, 'configs/shakespeare.py')
+
+
+def apply_variants(config, arg: str | None, variants: dict, config_file: str):
+  """Applies the comma-separated variants of `arg` (`smoke`, `cpu,smoke`) in order."""
   for variant in filter(None, (arg or '').split(',')):
-    if variant not in VARIANTS:
-      raise ValueError(f'unknown variant {variant!r} of configs/shakespeare.py; '
-                       f'known: {sorted(VARIANTS)}')
-    VARIANTS[variant](config)
+    if variant not in variants:
+      raise ValueError(f'unknown variant {variant!r} of {config_file}; '
+                       f'known: {sorted(variants)}')
+    variants[variant](config)
   return config
 
 

@@ -117,13 +117,13 @@ def load_corpus(path: pathlib.Path, mode: str, val_fraction: float, test_fractio
   almost always a binary file that happens to decode, and the one-hot model
   would be huge.
   """
+  if vocab is not None and vocab.mode != mode:  # before encoding a possibly large file
+    raise SeqlabError(f'the run directory has a {vocab.mode!r} vocabulary but the config asks '
+                      f'for {mode!r}; use a new --workdir')
   file_mode, symbols, ids = token_cache.encode(path, mode, max_vocab_size)
   own_vocab = Vocabulary(file_mode, symbols)
   if vocab is None:
     vocab = own_vocab
-  elif vocab.mode != mode:
-    raise SeqlabError(f'the run directory has a {vocab.mode!r} vocabulary but the config asks '
-                      f'for {mode!r}; use a new --workdir')
   elif vocab != own_vocab:  # the run's vocabulary differs from the file's: translate the ids
     try:
       table = vocab.encode_units(np.asarray(symbols, np.int64))

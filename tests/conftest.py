@@ -7,6 +7,7 @@ import pathlib
 import shutil
 import sys
 import tempfile
+import time
 
 import jax
 import pytest
@@ -90,3 +91,16 @@ def get_sweep(arg=None):
   return {sweep_code}
 ''')
   return path
+
+
+# A sweep long enough to be stopped mid-trial: 3000 steps, checkpoints only at 1000s.
+LONG_RUN = ['--config.train.num_steps=3000', '--config.log.every_steps=10',
+            '--config.log.checkpoint_every_steps=1000', '--config.eval.every_steps=1000']
+
+
+def wait_for_log_line(logs_dir, text: str, timeout: float = 240) -> None:
+  """Waits until some log in `logs_dir` (a sweep's logs/) contains `text`."""
+  deadline = time.time() + timeout
+  while time.time() < deadline and not (
+      logs_dir.is_dir() and any(text in p.read_text() for p in logs_dir.iterdir())):
+    time.sleep(0.2)

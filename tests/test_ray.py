@@ -11,11 +11,10 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
-from conftest import ROOT, write_sweep_config
+from conftest import LONG_RUN, ROOT, wait_for_log_line, write_sweep_config
 from seqlab import checkpoint
 
 pytest.importorskip('ray')
@@ -92,16 +91,10 @@ def test_sigterm_to_a_ray_sweep_checkpoints_its_trials(text_file, tmp_path):
   _ray_stop()
   process = subprocess.Popen(
       [sys.executable, str(ROOT / 'launch.py'), '--config', str(config), '--sweep', '--workdir',
-       str(sweep_dir), '--executor', 'ray', '--parallel', '2', '--config.train.num_steps=3000',
-       '--config.log.every_steps=10', '--config.log.checkpoint_every_steps=1000',
-       '--config.eval.every_steps=1000'],
+       str(sweep_dir), '--executor', 'ray', '--parallel', '2', *LONG_RUN],
       cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   try:
-    logs = sweep_dir / 'logs'
-    deadline = time.time() + 240
-    while time.time() < deadline and not (
-        logs.is_dir() and any('step 20/3000' in p.read_text() for p in logs.iterdir())):
-      time.sleep(0.2)
+    wait_for_log_line(sweep_dir / 'logs', 'step 20/3000')
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=240)
   finally:

@@ -7,13 +7,12 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from conftest import ROOT, write_sweep_config
+from conftest import LONG_RUN, ROOT, wait_for_log_line, write_sweep_config
 from configs import shakespeare
 from seqlab import checkpoint
 from seqlab import compare
@@ -245,20 +244,15 @@ def test_compare_tables_a_constructed_sweep(tmp_path):
 def test_sigterm_to_a_sweep_checkpoints_its_trials_and_the_rerun_finishes(
     text_file, tmp_path, fused):
   config = write_sweep_config(tmp_path, text_file, "sweep.axis('seed', [0, 1])")
-  long_run = ['--config.train.num_steps=3000', '--config.log.every_steps=10',
-              '--config.log.checkpoint_every_steps=1000', '--config.eval.every_steps=1000']
   sweep_dir = tmp_path / 'sweep'
   args = [sys.executable, str(ROOT / 'launch.py'), '--config', str(config), '--sweep',
           '--workdir', str(sweep_dir), '--parallel', '2', *(['--fused'] if fused else []),
-          *long_run]
+          *LONG_RUN]
   env = dict(os.environ, PYTHONPATH=str(ROOT))
   process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
   logs = sweep_dir / 'logs'
-  deadline = time.time() + 240
-  while time.time() < deadline and not (
-      logs.is_dir() and any('step 20/3000' in p.read_text() for p in logs.iterdir())):
-    time.sleep(0.2)
+  wait_for_log_line(logs, 'step 20/3000')
   process.send_signal(signal.SIGTERM)
   _, stderr = process.communicate(timeout=240)
   assert process.returncode == 143, stderr[-2000:]
