@@ -116,6 +116,7 @@ def main(argv):
   try:
     if _SWEEP.value:
       sys.exit(launch_sweep(config_arg, _WORKDIR.value))
+    parallel.use_cpu_devices(_CONFIG.value.parallel.get('cpu_devices', 0))  # before JAX starts
     parallel.initialize_distributed(_CONFIG.value.parallel)  # a multi-host run: before all else
     workdir = _WORKDIR.value or default_workdir(config_arg)
     if parallel.is_multiprocess() and not _WORKDIR.value:

@@ -39,6 +39,9 @@ _MODEL = flags.DEFINE_string('model_fields', '{}', 'JSON of extra ModelConfig fi
                              'e.g. \'{"unroll": 2}\'.')
 _BF16 = flags.DEFINE_bool('bf16', False, 'bf16 matmuls: seqlab model.matmul_dtype=bfloat16, '
                           'PyTorch under autocast(bfloat16), and a bf16 matmul ceiling.')
+_CPU_DEVICES = flags.DEFINE_list(
+    'cpu_devices', None, 'On a CPU: train seqlab split into each of these numbers of devices '
+    '(parallel.cpu_devices; the batch is split over them). Default: 1 and one per core.')
 _OUT = flags.DEFINE_string('out', None, 'JSON file for all results.')
 
 
@@ -72,26 +75,49 @@ def _parse_train(items: list[str]) -> list[tuple[str, str]]:
   return pairs
 
 
+def cpu_device_counts(flag: list[str] | None, platform_name: str) -> list[int]:
+  """How many devices to split a CPU into, one row each; [0] (leave as is) on an accelerator."""
+  if platform_name != 'cpu':
+    return [0]
+  if flag is None:
+    return sorted({1, os.cpu_count() or 1})
+  try:
+    counts = [int(c) for c in flag]
+  except ValueError:
+    counts = []
+  if not counts or min(counts) < 1:
+    raise app.UsageError(f'--cpu_devices {flag}: use numbers >= 1, e.g. 1,2')
+  return counts
+
+
 def train_rows(pairs, ceiling: float, steps: int, with_torch: bool, fields: dict,
-               bf16: bool) -> list[dict]:
+               bf16: bool, device_counts: list[int]) -> list[dict]:
+  """One row per (cell, shape, device count); PyTorch runs once per (cell, shape)."""
   rows = []
   for cell, shape in pairs:
     layers, hidden, batch, seq_len = SHAPES[shape]
     args = dict(cell=cell, num_layers=layers, hidden_size=hidden, batch=batch, seq_len=seq_len,
                 steps=steps)
-    ours = measure('train', **args, **fields)
-    gflops = 6 * ours['num_params'] * ours['chars_per_sec'] / 1e9
-    row = {'shape': shape, 'cell': cell, 'layers': layers, 'hidden': hidden, 'batch': batch,
-           'seq_len': seq_len, 'seqlab': ours, 'gflops': gflops, 'of_ceiling': gflops / ceiling}
-    if with_torch:
-      peer = measure('torch_train', **args, bf16=bf16)
-      row['torch'] = peer
-      if 'chars_per_sec' in peer:
-        row['vs_torch'] = ours['chars_per_sec'] / peer['chars_per_sec']
-    rows.append(row)
-    print(f'train {cell}:{shape}: {ours["chars_per_sec"]:,.0f} chars/s'
-          + (f', {row["vs_torch"]:.2f}x PyTorch' if 'vs_torch' in row else ''),
-          file=sys.stderr, flush=True)
+    peer = measure('torch_train', **args, bf16=bf16) if with_torch else None
+    for count in device_counts:
+      if count and batch % count:
+        print(f'train {cell}:{shape}: batch {batch} does not split over {count} devices; '
+              'skipped', file=sys.stderr, flush=True)
+        continue
+      ours = measure('train', **args, cpu_devices=count, **fields)
+      gflops = 6 * ours['num_params'] * ours['chars_per_sec'] / 1e9
+      row = {'shape': shape, 'cell': cell, 'layers': layers, 'hidden': hidden, 'batch': batch,
+             'seq_len': seq_len, 'devices': ours['devices'], 'seqlab': ours, 'gflops': gflops,
+             'of_ceiling': gflops / ceiling}
+      if peer is not None:
+        row['torch'] = peer
+        if 'chars_per_sec' in peer:
+          row['vs_torch'] = ours['chars_per_sec'] / peer['chars_per_sec']
+      rows.append(row)
+      print(f'train {cell}:{shape} on {ours["devices"]} device(s): '
+            f'{ours["chars_per_sec"]:,.0f} chars/s'
+            + (f', {row["vs_torch"]:.2f}x PyTorch' if 'vs_torch' in row else ''),
+            file=sys.stderr, flush=True)
   return rows
 
 
@@ -103,9 +129,9 @@ def train_table(rows: list[dict], ceiling: float, dtype: str = 'fp32') -> str:
   on_device = any(r['seqlab'].get('peak_device_mib') is not None for r in rows)
   memory = 'peak device MiB' if on_device else 'peak RSS MiB'
   lines = [f'Training ({dtype} matmul ceiling measured in this run: {ceiling:,.0f} GFLOP/s)', '',
-           '| shape | model | batch x seq | seqlab chars/s | GFLOP/s | of ceiling | PyTorch '
-           f'chars/s | seqlab / PyTorch | compile s | {memory} (seqlab / PyTorch) |',
-           '|---|---|---|---:|---:|---:|---:|---:|---:|---:|']
+           '| shape | model | batch x seq | devices | seqlab chars/s | GFLOP/s | of ceiling | '
+           f'PyTorch chars/s | seqlab / PyTorch | compile s | {memory} (seqlab / PyTorch) |',
+           '|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|']
   for r in rows:
     ours, peer = r['seqlab'], r.get('torch', {})
     peer_speed = f'{peer["chars_per_sec"]:,.0f}' if 'chars_per_sec' in peer else \
@@ -113,7 +139,8 @@ def train_table(rows: list[dict], ceiling: float, dtype: str = 'fp32') -> str:
     ratio = f'**{r["vs_torch"]:.2f}x**' if 'vs_torch' in r else '-'
     key = 'peak_device_mib' if on_device else 'peak_rss_mib'
     lines.append(f'| {r["shape"]} | {r["layers"]}x{r["hidden"]} {r["cell"]} | {r["batch"]} x '
-                 f'{r["seq_len"]} | {ours["chars_per_sec"]:,.0f} | {r["gflops"]:.1f} | '
+                 f'{r["seq_len"]} | {r["devices"]} | {ours["chars_per_sec"]:,.0f} | '
+                 f'{r["gflops"]:.1f} | '
                  f'{r["of_ceiling"]:.0%} | {peer_speed} | {ratio} | {ours["compile_s"]:.1f} | '
                  f'{_mib(ours, key)} / {_mib(peer, key)} |')
   return '\n'.join(lines)
@@ -163,7 +190,9 @@ def main(argv):
     ceiling = measure('matmul', size=size,
                       dtype='bfloat16' if _BF16.value else 'float32')['gflops']
     results['matmul_gflops'] = ceiling
-    results['train'] = train_rows(pairs, ceiling, _STEPS.value, _TORCH.value, fields, _BF16.value)
+    counts = cpu_device_counts(_CPU_DEVICES.value, info['platform'])
+    results['train'] = train_rows(pairs, ceiling, _STEPS.value, _TORCH.value, fields, _BF16.value,
+                                  counts)
     print(train_table(results['train'], ceiling, 'bf16' if _BF16.value else 'fp32') + '\n')
   if sample_shapes:
     results['sample'] = sample_rows(sample_shapes, [int(b) for b in _SAMPLE_BATCHES.value], fields)

@@ -61,8 +61,14 @@ def _model_config(cell, num_layers, hidden_size, **fields):
 
 
 def train(cell: str, num_layers: int, hidden_size: int, batch: int, seq_len: int,
-          steps: int = 10, warmup: int = 2, **model_fields) -> dict:
-  """seqlab's jitted, donated train step (Adam, global-norm clipping) on random tokens."""
+          steps: int = 10, warmup: int = 2, cpu_devices: int = 0, **model_fields) -> dict:
+  """seqlab's jitted, donated train step (Adam, global-norm clipping) on random tokens.
+
+  It runs as training does (`seqlab.train`): on every device, the batch split over
+  them; `cpu_devices` splits a CPU into that many devices (`parallel.cpu_devices`).
+  """
+  from seqlab import parallel  # pylint: disable=g-import-not-at-top
+  parallel.use_cpu_devices(cpu_devices)  # before anything starts JAX
   import jax  # pylint: disable=g-import-not-at-top
   from ml_collections import config_dict  # pylint: disable=g-import-not-at-top
   from seqlab import model as model_lib  # pylint: disable=g-import-not-at-top
@@ -75,12 +81,18 @@ def train(cell: str, num_layers: int, hidden_size: int, batch: int, seq_len: int
       grad_clip=CLIP, schedule='constant', warmup_steps=0))
   schedule = optim.make_schedule(optim_config, steps + warmup, 1)
   optimizer = optim.make_optimizer(optim_config, schedule)
-  state = steps_lib.init_state(config, optimizer, batch, seed=0)
+  placement = parallel.Placement()
+  placement.check_batch_size(batch)
+  state = placement.put_state(steps_lib.init_state(config, optimizer, batch, seed=0))
   rng = np.random.default_rng(0)
-  inputs, targets = (rng.integers(0, VOCAB, (batch, seq_len), dtype=np.int32) for _ in range(2))
+  inputs, targets = (placement.put_batch(rng.integers(0, VOCAB, (batch, seq_len), dtype=np.int32),
+                                         batch) for _ in range(2))
   reset = np.bool_(False)
+  shardings = placement.state_shardings(state)
+  split, replicated = placement.batch_split, placement.replicated
   step = jax.jit(steps_lib.make_train_step(model_lib.CharLM(config), optimizer, schedule),
-                 donate_argnums=0)
+                 in_shardings=(shardings, split, split, replicated),
+                 out_shardings=(shardings, replicated), donate_argnums=0)
   start = time.perf_counter()
   compiled = step.lower(state, inputs, targets, reset).compile()
   compile_s = time.perf_counter() - start
@@ -95,7 +107,7 @@ def train(cell: str, num_layers: int, hidden_size: int, batch: int, seq_len: int
   seconds = _median_time(one_step, steps)
   return {'step_s': seconds, 'chars_per_sec': batch * seq_len / seconds, 'compile_s': compile_s,
           'num_params': model_lib.count_params(state.params), 'peak_rss_mib': _peak_rss_mib(),
-          'peak_device_mib': _device_peak_mib()}
+          'peak_device_mib': _device_peak_mib(), 'devices': placement.num_devices}
 
 
 def torch_train(cell: str, num_layers: int, hidden_size: int, batch: int, seq_len: int,

@@ -53,6 +53,25 @@ def initialize_distributed(parallel_config) -> bool:
   return True
 
 
+def use_cpu_devices(count: int) -> None:
+  """Splits the host CPU into `count` JAX devices (0: JAX's default); call before any JAX op.
+
+  One run then splits its batch over them as over GPUs, each device's
+  computation on its own thread. On a CPU this pays for small models: a step of
+  a small LSTM is a chain of small ops, one after another, that a single device
+  runs on about one core. The README's "Performance" section has the numbers.
+  It does not change the default platform: with GPUs present, runs use them.
+  """
+  if count < 0:
+    raise SeqlabError(f'parallel.cpu_devices must be >= 0 (0: JAX\'s default), got {count}')
+  if count:
+    try:
+      jax.config.update('jax_num_cpu_devices', count)
+    except RuntimeError:
+      raise SeqlabError('parallel.cpu_devices must be set before JAX starts; it was set after '
+                        'something used a JAX device') from None
+
+
 def is_multiprocess() -> bool:
   return jax.process_count() > 1
 
@@ -89,9 +108,11 @@ class Placement:
 
   def check_batch_size(self, batch_size: int) -> None:
     if batch_size % self.num_devices:
+      knob = 'parallel.cpu_devices' if self.devices[0].platform == 'cpu' else \
+          'parallel.num_devices'
       raise SeqlabError(f'data.batch_size={batch_size} does not divide by the '
                         f'{self.num_devices} devices of the run; use a multiple of '
-                        f'{self.num_devices} or set parallel.num_devices')
+                        f'{self.num_devices} or set {knob}')
 
   def state_shardings(self, state: steps.TrainState) -> steps.TrainState:
     """Everything replicated except the carried state, which is split like the batch."""

@@ -37,9 +37,13 @@ def _flags(text_file) -> list[str]:
   return flags
 
 
-def _launch(workdir, text_file, devices_per_process: int, extra_env=None, extra_flags=()):
-  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count='
-             f'{devices_per_process}', JAX_PLATFORMS='cpu', **(extra_env or {}))
+def _launch(workdir, text_file, devices_per_process: int | None, extra_env=None,
+            extra_flags=()):
+  """launch.py in a subprocess; `devices_per_process` CPU devices forced with XLA_FLAGS."""
+  env = dict(os.environ, JAX_PLATFORMS='cpu', **(extra_env or {}))
+  env.pop('XLA_FLAGS', None)
+  if devices_per_process:
+    env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices_per_process}'
   return subprocess.Popen(
       [sys.executable, str(ROOT / 'launch.py'),
        '--config', str(ROOT / 'configs/shakespeare.py:smoke'),
@@ -110,7 +114,26 @@ def test_batch_must_divide_by_the_devices(one_device_run, tmp_path):
   assert process.returncode == 2
   assert out.strip().splitlines()[-1] == (
       'error: data.batch_size=6 does not divide by the 4 devices of the run; use a multiple of '
-      '4 or set parallel.num_devices')
+      '4 or set parallel.cpu_devices')
+  assert not (tmp_path / 'bad').exists()
+
+
+def test_cpu_devices_split_the_host_and_train_like_one_device(one_device_run, tmp_path):
+  """`parallel.cpu_devices=2` (no XLA_FLAGS): the run itself splits the CPU into 2 devices."""
+  out = _finish(_launch(tmp_path / 'split', one_device_run[0], devices_per_process=None,
+                        extra_flags=['--config.parallel.cpu_devices=2']))
+  assert '2 cpu devices' in out
+  results = rundir.load_json(tmp_path / 'split' / 'results.json')
+  _assert_same_run(one_device_run, tmp_path / 'split', results)
+
+
+def test_negative_cpu_devices_is_one_error_line(one_device_run, tmp_path):
+  process = _launch(tmp_path / 'bad', one_device_run[0], devices_per_process=None,
+                    extra_flags=['--config.parallel.cpu_devices=-2'])
+  out, _ = process.communicate(timeout=120)
+  assert process.returncode == 2
+  assert out.strip().splitlines()[-1] == (
+      "error: parallel.cpu_devices must be >= 0 (0: JAX's default), got -2")
   assert not (tmp_path / 'bad').exists()
 
 
