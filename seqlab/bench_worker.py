@@ -15,6 +15,12 @@ import statistics
 import sys
 import time
 
+if __name__ == '__main__' and sys.argv[1:2] != ['torch_train']:
+  # As seqlab's commands run (seqlab/host_memory.py); PyTorch keeps glibc's defaults.
+  from seqlab import host_memory  # pylint: disable=g-import-not-at-top
+  host_memory.reuse_freed_memory()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np
 
 VOCAB = 65  # tiny Shakespeare's vocabulary
