@@ -99,6 +99,10 @@ def train_rows(pairs, ceiling: float, steps: int, with_torch: bool, fields: dict
     args = dict(cell=cell, num_layers=layers, hidden_size=hidden, batch=batch, seq_len=seq_len,
                 steps=steps)
     peer = measure('torch_train', **args, bf16=bf16) if with_torch else None
+    # On a CPU, PyTorch also under seqlab's malloc settings (seqlab/host_memory.py): they
+    # speed it up too, and a fair ratio compares like with like.
+    peer_tuned = measure('torch_train', **args, bf16=bf16, malloc_tuning=True) \
+        if with_torch and device_counts != [0] and 'missing' not in peer else None
     for count in device_counts:
       if count and batch % count:
         print(f'train {cell}:{shape}: batch {batch} does not split over {count} devices; '
@@ -113,10 +117,15 @@ def train_rows(pairs, ceiling: float, steps: int, with_torch: bool, fields: dict
         row['torch'] = peer
         if 'chars_per_sec' in peer:
           row['vs_torch'] = ours['chars_per_sec'] / peer['chars_per_sec']
+      if peer_tuned is not None:
+        row['torch_malloc_tuned'] = peer_tuned
+        row['vs_torch_malloc_tuned'] = ours['chars_per_sec'] / peer_tuned['chars_per_sec']
       rows.append(row)
       print(f'train {cell}:{shape} on {ours["devices"]} device(s): '
             f'{ours["chars_per_sec"]:,.0f} chars/s'
-            + (f', {row["vs_torch"]:.2f}x PyTorch' if 'vs_torch' in row else ''),
+            + (f', {row["vs_torch"]:.2f}x PyTorch' if 'vs_torch' in row else '')
+            + (f', {row["vs_torch_malloc_tuned"]:.2f}x PyTorch with the same malloc settings'
+               if 'vs_torch_malloc_tuned' in row else ''),
             file=sys.stderr, flush=True)
   return rows
 
@@ -128,21 +137,28 @@ def _mib(result: dict, key: str) -> str:
 def train_table(rows: list[dict], ceiling: float, dtype: str = 'fp32') -> str:
   on_device = any(r['seqlab'].get('peak_device_mib') is not None for r in rows)
   memory = 'peak device MiB' if on_device else 'peak RSS MiB'
+  tuned = any('torch_malloc_tuned' in r for r in rows)
+  tuned_header = ' PyTorch, same malloc, chars/s | seqlab / that |' if tuned else ''
   lines = [f'Training ({dtype} matmul ceiling measured in this run: {ceiling:,.0f} GFLOP/s)', '',
            '| shape | model | batch x seq | devices | seqlab chars/s | GFLOP/s | of ceiling | '
-           f'PyTorch chars/s | seqlab / PyTorch | compile s | {memory} (seqlab / PyTorch) |',
-           '|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|']
+           f'PyTorch chars/s | seqlab / PyTorch |{tuned_header} compile s | '
+           f'{memory} (seqlab / PyTorch) |',
+           '|---|---|---|' + '---:|' * (10 if tuned else 8)]
   for r in rows:
     ours, peer = r['seqlab'], r.get('torch', {})
     peer_speed = f'{peer["chars_per_sec"]:,.0f}' if 'chars_per_sec' in peer else \
         peer.get('missing', 'not run')
     ratio = f'**{r["vs_torch"]:.2f}x**' if 'vs_torch' in r else '-'
+    tuned_cells = ''
+    if tuned:
+      other = r.get('torch_malloc_tuned')
+      tuned_cells = (f' {other["chars_per_sec"]:,.0f} | **{r["vs_torch_malloc_tuned"]:.2f}x** |'
+                     if other else ' - | - |')
     key = 'peak_device_mib' if on_device else 'peak_rss_mib'
     lines.append(f'| {r["shape"]} | {r["layers"]}x{r["hidden"]} {r["cell"]} | {r["batch"]} x '
                  f'{r["seq_len"]} | {r["devices"]} | {ours["chars_per_sec"]:,.0f} | '
-                 f'{r["gflops"]:.1f} | '
-                 f'{r["of_ceiling"]:.0%} | {peer_speed} | {ratio} | {ours["compile_s"]:.1f} | '
-                 f'{_mib(ours, key)} / {_mib(peer, key)} |')
+                 f'{r["gflops"]:.1f} | {r["of_ceiling"]:.0%} | {peer_speed} | {ratio} |'
+                 f'{tuned_cells} {ours["compile_s"]:.1f} | {_mib(ours, key)} / {_mib(peer, key)} |')
   return '\n'.join(lines)
 
 

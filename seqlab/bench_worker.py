@@ -15,8 +15,10 @@ import statistics
 import sys
 import time
 
-if __name__ == '__main__' and sys.argv[1:2] != ['torch_train']:
-  # As seqlab's commands run (seqlab/host_memory.py); PyTorch keeps glibc's defaults.
+if __name__ == '__main__' and (sys.argv[1:2] == ['train'] or json.loads(
+    sys.argv[2] if len(sys.argv) > 2 else '{}').get('malloc_tuning')):
+  # seqlab trains as launch.py does (seqlab/host_memory.py); PyTorch with glibc's defaults,
+  # or with the same settings when asked (`torch_train` with malloc_tuning=True).
   from seqlab import host_memory  # pylint: disable=g-import-not-at-top
   host_memory.reuse_freed_memory()
 
@@ -117,12 +119,17 @@ def train(cell: str, num_layers: int, hidden_size: int, batch: int, seq_len: int
 
 
 def torch_train(cell: str, num_layers: int, hidden_size: int, batch: int, seq_len: int,
-                steps: int = 10, warmup: int = 2, bf16: bool = False) -> dict:
+                steps: int = 10, warmup: int = 2, bf16: bool = False,
+                malloc_tuning: bool = False) -> dict:
   """PyTorch peer: nn.Embedding -> nn.LSTM/GRU/RNN -> nn.Linear, Adam, clipping, carried state.
+
+  `malloc_tuning` (applied at import, above) runs it under seqlab's glibc malloc
+  settings, which speed PyTorch's CPU training up as well.
 
   On a GPU it runs there (cuDNN's RNN), with TF32 allowed as JAX allows it by
   default; `bf16` runs the forward under `torch.autocast(bfloat16)`.
   """
+  del malloc_tuning  # applied when the process started
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError:

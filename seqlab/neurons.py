@@ -21,11 +21,6 @@ import pathlib
 import re
 import sys
 
-if __name__ == '__main__':  # the command, not an import: before numpy and JAX start threads
-  from seqlab import host_memory  # pylint: disable=g-import-not-at-top
-  host_memory.reuse_freed_memory()
-
-# pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app
 from absl import flags
 from absl import logging

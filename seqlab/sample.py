@@ -10,11 +10,6 @@ to stdout; what was loaded goes to stderr, so `> sample.txt` keeps only text.
 
 import sys
 
-if __name__ == '__main__':  # the command, not an import: before numpy and JAX start threads
-  from seqlab import host_memory  # pylint: disable=g-import-not-at-top
-  host_memory.reuse_freed_memory()
-
-# pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app
 from absl import flags
 from absl import logging

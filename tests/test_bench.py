@@ -31,6 +31,9 @@ def test_bench_reports_training_sampling_and_the_torch_peer(tmp_path):
     assert ours['compile_s'] > 0 and ours['peak_rss_mib'] > 50
     if importlib.util.find_spec('torch'):
       assert row['vs_torch'] == ours['chars_per_sec'] / row['torch']['chars_per_sec']
+      tuned = row['torch_malloc_tuned']  # PyTorch again, under seqlab's malloc settings
+      assert row['vs_torch_malloc_tuned'] == ours['chars_per_sec'] / tuned['chars_per_sec']
+      assert tuned['num_params'] == row['torch']['num_params']
     else:
       assert 'torch is not installed' in row['torch']['missing']
   assert lstm['seqlab']['num_params'] > gru['seqlab']['num_params']  # 4 gate blocks vs 3
