@@ -4,10 +4,10 @@ Commands and what they measured (README.md, "Results", has the details):
 
   python launch.py --config configs/shakespeare.py
       3x512 LSTM, dropout 0.5, 6,000 steps: val 1.4566 nats/char (2.1014 bpc) in 94 s on one
-      H200 (2026-11-26); about 24 min per 1,000 steps on a 2-core CPU (seqlab.bench, shape L).
+      H200 (2026-11-26); about 23 min per 1,000 steps on a 2-core CPU (seqlab.bench, shape L).
   python launch.py --config configs/shakespeare.py:cpu
-      2x256 LSTM, 4,900 steps: val 1.4976 nats/char (2.1607 bpc) in 9.4 min on a 2-core CPU
-      (2026-11-27).
+      2x256 LSTM, 4,900 steps, batch split over 2 CPU devices: val 1.4858 nats/char
+      (2.1435 bpc) in 7.3 min on a 2-core CPU (2026-11-27).
   python launch.py --config configs/shakespeare.py:smoke
       tiny model, 40 steps, every code path (eval, test split, samples, checkpoints): 23 s on
       CPU for the whole command.
