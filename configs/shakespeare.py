@@ -9,8 +9,8 @@ Commands and what they measured (README.md, "Results", has the details):
       2x256 LSTM, 4,900 steps, batch split over 2 CPU devices: val 1.4858 nats/char
       (2.1435 bpc) in 7.3 min on a 2-core CPU (2026-11-27).
   python launch.py --config configs/shakespeare.py:smoke
-      tiny model, 40 steps, every code path (eval, test split, samples, checkpoints): 23 s on
-      CPU for the whole command.
+      tiny model, 40 steps, every code path (eval, test split, samples, checkpoints): 15-17 s
+      on CPU for the whole command (2026-11-27; mostly compilation).
 
   python launch.py --config configs/shakespeare.py --sweep --workdir runs/depth-width-dropout
       get_sweep's 27 trials (depth x width x dropout), one run directory each.
