@@ -21,8 +21,8 @@ from ml_collections import config_flags
 
 from seqlab import interrupts
 from seqlab import parallel
-from seqlab import sweep
-from seqlab import sweep_run
+from seqlab.sweeps import declare as sweep
+from seqlab.sweeps import runner as sweep_run
 from seqlab import train
 from seqlab.errors import NonFiniteLossError, SeqlabError
 
@@ -83,7 +83,7 @@ def launch_sweep(config_arg: str, workdir: pathlib.Path | None) -> int:
   if workdir.exists() and not workdir.is_dir():
     raise SeqlabError(f'--workdir {workdir} is a file, not a sweep directory; use another path')
   if _TRIALS.value and _FUSED.value:  # this process is one fused group of a sweep
-    from seqlab import fused  # pylint: disable=g-import-not-at-top
+    from seqlab.sweeps import fused  # pylint: disable=g-import-not-at-top
     return fused.run_group([(t, workdir / t.name) for t in trials])
   overrides = config_overrides(sys.argv[1:])
   commands = {t.name: sweep_run.trial_command(config_arg, overrides, t, workdir) for t in trials}

@@ -23,7 +23,7 @@ can be overridden: `--config.model.hidden_size=256 --config.model.cell=gru`.
 
 from ml_collections import config_dict
 
-from seqlab import sweep
+from seqlab import sweeps
 
 
 def get_config(arg: str | None = None) -> config_dict.ConfigDict:
@@ -163,8 +163,8 @@ def get_sweep(arg: str | None = None) -> list[dict]:
   if 'smoke' in (arg or '').split(','):
     # 2 x 2 in a couple of minutes on 2 CPU cores: two shapes, and two dropout rates per shape
     # (which --fused trains together).
-    return sweep.product(sweep.axis('model.hidden_size', [16, 32]),
-                         sweep.axis('model.dropout', [0.0, 0.25]))
-  return sweep.product(sweep.axis('model.num_layers', [1, 2, 3]),
-                       sweep.axis('model.hidden_size', [128, 256, 512]),
-                       sweep.axis('model.dropout', [0.0, 0.25, 0.5]))
+    return sweeps.product(sweeps.axis('model.hidden_size', [16, 32]),
+                          sweeps.axis('model.dropout', [0.0, 0.25]))
+  return sweeps.product(sweeps.axis('model.num_layers', [1, 2, 3]),
+                        sweeps.axis('model.hidden_size', [128, 256, 512]),
+                        sweeps.axis('model.dropout', [0.0, 0.25, 0.5]))

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 
 from seqlab import data
-from seqlab import model as model_lib
+from seqlab.models import char_rnn as model_lib
 
 
 def bits(nats: float) -> float:

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from seqlab import model as model_lib
+from seqlab.models import char_rnn as model_lib
 
 
 @flax.struct.dataclass

@@ -17,16 +17,16 @@ import time
 import jax
 import numpy as np
 
-from seqlab import checkpoint
+from seqlab.run import checkpoint
 from seqlab import data
 from seqlab import interrupts
-from seqlab import model as model_lib
+from seqlab.models import char_rnn as model_lib
 from seqlab import optim
 from seqlab import parallel
 from seqlab import prefetch
-from seqlab import recorder as recorder_lib
-from seqlab import rundir
-from seqlab import run_lock
+from seqlab.run import recorder as recorder_lib
+from seqlab.run import directory as rundir
+from seqlab.run import lock as run_lock
 from seqlab import steps
 from seqlab.errors import NonFiniteLossError, SeqlabError
 

@@ -73,7 +73,7 @@ def write_sweep_config(tmp_path, text_file, sweep_code):
   path = tmp_path / 'tiny.py'
   path.write_text(f'''
 from configs import shakespeare
-from seqlab import sweep
+from seqlab.sweeps import declare as sweep
 
 def get_config(arg=None):
   config = shakespeare.get_config('smoke')

@@ -6,11 +6,11 @@ import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
 from conftest import tiny_config
-from seqlab import checkpoint
-from seqlab import fused
+from seqlab.run import checkpoint
+from seqlab.sweeps import fused
 from seqlab import interrupts
 from seqlab import steps
-from seqlab import sweep
+from seqlab.sweeps import declare as sweep
 from seqlab import train
 
 

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from seqlab import cells
-from seqlab import model as model_lib
+from seqlab.models import cells
+from seqlab.models import char_rnn as model_lib
 from seqlab.errors import SeqlabError
 
 CELLS = ['rnn', 'gru', 'lstm']

@@ -14,9 +14,9 @@ import pytest
 
 from conftest import ROOT
 from seqlab import data
-from seqlab import model as model_lib
-from seqlab import neurons
-from seqlab import runs
+from seqlab.models import char_rnn as model_lib
+from seqlab.analysis import neurons
+from seqlab.run import load as runs
 
 
 def _fake_run(cell, text):

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from seqlab import novelty
+from seqlab.analysis import novelty
 
 
 def _brute_force(samples, train, n):

@@ -7,7 +7,7 @@ import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
 from conftest import tiny_config
-from seqlab import checkpoint
+from seqlab.run import checkpoint
 from seqlab import steps
 from seqlab import train
 from seqlab.errors import NonFiniteLossError

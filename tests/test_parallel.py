@@ -16,8 +16,8 @@ import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
 from conftest import ROOT, TINY, tiny_config
-from seqlab import checkpoint
-from seqlab import rundir
+from seqlab.run import checkpoint
+from seqlab.run import directory as rundir
 from seqlab import steps
 from seqlab import train
 

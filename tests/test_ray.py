@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from conftest import LONG_RUN, ROOT, wait_for_log_line, write_sweep_config
-from seqlab import checkpoint
+from seqlab.run import checkpoint
 
 pytest.importorskip('ray')
 RAY = shutil.which('ray', path=os.path.dirname(sys.executable)) or shutil.which('ray')

@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from seqlab import cells
-from seqlab import model as model_lib
-from seqlab import recurrence
+from seqlab.models import cells
+from seqlab.models import char_rnn as model_lib
+from seqlab.models import recurrence
 
 CELLS = ['rnn', 'gru', 'lstm']
 

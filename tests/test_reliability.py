@@ -10,7 +10,7 @@ import pytest
 
 from conftest import ROOT
 from configs import shakespeare
-from seqlab import run_lock
+from seqlab.run import lock as run_lock
 from seqlab import train
 from seqlab.errors import SeqlabError
 

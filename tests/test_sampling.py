@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from seqlab import model as model_lib
-from seqlab import runs
-from seqlab import sample as sample_cli
-from seqlab import sampling
+from seqlab.models import char_rnn as model_lib
+from seqlab.run import load as runs
+from seqlab.analysis import sample as sample_cli
+from seqlab import generate as sampling
 
 VOCAB = 13
 

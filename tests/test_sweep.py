@@ -14,12 +14,12 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from conftest import LONG_RUN, ROOT, wait_for_log_line, write_sweep_config
 from configs import shakespeare
-from seqlab import checkpoint
-from seqlab import compare
-from seqlab import metrics_writer
-from seqlab import rundir
-from seqlab import sweep
-from seqlab import sweep_run
+from seqlab.run import checkpoint
+from seqlab.analysis import compare
+from seqlab.run import metrics_writer
+from seqlab.run import directory as rundir
+from seqlab.sweeps import declare as sweep
+from seqlab.sweeps import runner as sweep_run
 from seqlab import train
 from seqlab.errors import SeqlabError
 

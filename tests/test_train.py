@@ -13,10 +13,10 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from conftest import tiny_config
-from seqlab import checkpoint
+from seqlab.run import checkpoint
 from seqlab import data
 from seqlab import evaluate as evaluate_lib
-from seqlab import model as model_lib
+from seqlab.models import char_rnn as model_lib
 from seqlab import optim
 from seqlab import steps
 from seqlab import train

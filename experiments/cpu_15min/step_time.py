@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 from configs import shakespeare  # pylint: disable=g-import-not-at-top
-from seqlab import model as model_lib
+from seqlab.models import char_rnn as model_lib
 from seqlab import optim
 from seqlab import steps
 

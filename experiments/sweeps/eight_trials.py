@@ -6,7 +6,7 @@ and the measured trials per hour, sequential vs --parallel 2 vs --fused.
 """
 
 from configs import shakespeare
-from seqlab import sweep
+from seqlab.sweeps import declare as sweep
 
 
 def get_config(arg=None):

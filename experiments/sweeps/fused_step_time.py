@@ -10,10 +10,10 @@ import jax
 import numpy as np
 
 from experiments.sweeps import eight_trials as E
-from seqlab import fused
-from seqlab import model as model_lib
+from seqlab.sweeps import fused
+from seqlab.models import char_rnn as model_lib
 from seqlab import steps
-from seqlab import sweep
+from seqlab.sweeps import declare as sweep
 from seqlab import train
 
 

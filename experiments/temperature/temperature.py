@@ -21,9 +21,9 @@ import jax
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
-from seqlab import novelty  # pylint: disable=g-import-not-at-top
-from seqlab import runs
-from seqlab import sampling
+from seqlab.analysis import novelty  # pylint: disable=g-import-not-at-top
+from seqlab.run import load as runs
+from seqlab import generate as sampling
 from seqlab.errors import SeqlabError
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory of a trained model.')

@@ -32,14 +32,14 @@ import time
 import numpy as np
 
 from seqlab import interrupts
-from seqlab import recorder
-from seqlab import rundir
-from seqlab import run_lock
-from seqlab import sweep as sweep_lib
+from seqlab.run import recorder
+from seqlab.run import directory as rundir
+from seqlab.run import lock as run_lock
+from seqlab.sweeps import declare as sweep_lib
 from seqlab.errors import SeqlabError
 
 STATUS_FILENAME = 'sweep.json'
-LAUNCH = pathlib.Path(__file__).resolve().parents[1] / 'launch.py'
+LAUNCH = pathlib.Path(__file__).resolve().parents[2] / 'launch.py'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,7 +169,7 @@ def run_sweep(sweep_dir: pathlib.Path, trials: list[sweep_lib.Trial],
     if fused_command_for is None:
       tasks = [Task(t.name, (t,), commands[t.name]) for t in todo]
     else:
-      from seqlab import fused  # pylint: disable=g-import-not-at-top
+      from seqlab.sweeps import fused  # pylint: disable=g-import-not-at-top
       groups = fused.group([(t, sweep_dir / t.name) for t in todo])
       tasks = [Task(f'fused-{i}', tuple(t for t, _ in g), fused_command_for([t for t, _ in g]))
                for i, g in enumerate(groups)]
@@ -178,7 +178,7 @@ def run_sweep(sweep_dir: pathlib.Path, trials: list[sweep_lib.Trial],
           f'run' + (f' in {len(tasks)} fused group(s)' if fused_command_for else ''), end='')
     if executor == 'ray':
       print(' as Ray tasks', flush=True)
-      from seqlab import ray_executor  # pylint: disable=g-import-not-at-top
+      from seqlab.sweeps import ray_tasks as ray_executor  # pylint: disable=g-import-not-at-top
       for task in tasks:
         _write_log_header(sweep, task)
       ray_executor.run(sweep, tasks, stop, address, parallel,

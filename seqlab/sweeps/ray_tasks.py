@@ -29,7 +29,7 @@ from seqlab import interrupts
 from seqlab.errors import SeqlabError
 
 STOP_FILENAME = '.stop'
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def run_trial_command(command: list[str], log_path: str, cwd: str,

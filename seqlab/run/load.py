@@ -12,11 +12,11 @@ import jax
 import orbax.checkpoint as ocp
 from ml_collections import config_dict
 
-from seqlab import checkpoint
+from seqlab.run import checkpoint
 from seqlab import data
-from seqlab import model as model_lib
+from seqlab.models import char_rnn as model_lib
 from seqlab import optim
-from seqlab import rundir
+from seqlab.run import directory as rundir
 from seqlab import steps
 from seqlab.errors import SeqlabError
 

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from seqlab import model as model_lib
+from seqlab.models import char_rnn as model_lib
 
 
 class Samples(typing.NamedTuple):

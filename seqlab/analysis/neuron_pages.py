@@ -17,7 +17,7 @@ matplotlib.use('Agg')  # files only, never a window
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
-from seqlab import rundir
+from seqlab.run import directory as rundir
 
 _POSITIVE = np.array([49, 130, 189])  # blue
 _NEGATIVE = np.array([214, 96, 77])  # red

@@ -22,13 +22,13 @@ import time
 import jax
 import numpy as np
 
-from seqlab import checkpoint
+from seqlab.run import checkpoint
 from seqlab import interrupts
-from seqlab import metrics_writer
-from seqlab import model as model_lib
+from seqlab.run import metrics_writer
+from seqlab.models import char_rnn as model_lib
 from seqlab import optim
-from seqlab import recorder as recorder_lib
-from seqlab import run_lock
+from seqlab.run import recorder as recorder_lib
+from seqlab.run import lock as run_lock
 from seqlab import steps
 from seqlab import train
 from seqlab.errors import NonFiniteLossError, SeqlabError

@@ -47,9 +47,9 @@ _OUT = flags.DEFINE_string('out', None, 'JSON file for all results.')
 
 def measure(kind: str, **args) -> dict:
   """Runs one measurement in a fresh process and returns its JSON result."""
-  root = pathlib.Path(__file__).resolve().parents[1]
+  root = pathlib.Path(__file__).resolve().parents[2]
   env = dict(os.environ, PYTHONPATH=f'{root}{os.pathsep}{os.environ.get("PYTHONPATH", "")}')
-  result = subprocess.run([sys.executable, '-m', 'seqlab.bench_worker', kind, json.dumps(args)],
+  result = subprocess.run([sys.executable, '-m', 'seqlab.bench.worker', kind, json.dumps(args)],
                           capture_output=True, text=True, env=env, check=False)
   if result.returncode:
     tail = result.stderr.strip().splitlines()[-1:] or ['(no output)']
@@ -217,5 +217,6 @@ def main(argv):
     pathlib.Path(_OUT.value).write_text(json.dumps(results, indent=2))
 
 
-if __name__ == '__main__':
+def run() -> None:
+  """The command: `python -m seqlab.bench`."""
   app.run(main)

@@ -15,15 +15,15 @@ import time
 import jax
 import numpy as np
 
-from seqlab import checkpoint
+from seqlab.run import checkpoint
 from seqlab import data
 from seqlab import evaluate as evaluate_lib
-from seqlab import metrics_writer
-from seqlab import model as model_lib
-from seqlab import novelty
+from seqlab.run import metrics_writer
+from seqlab.models import char_rnn as model_lib
+from seqlab.analysis import novelty
 from seqlab import parallel
-from seqlab import rundir
-from seqlab import sampling
+from seqlab.run import directory as rundir
+from seqlab import generate as sampling
 from seqlab import steps
 from seqlab.errors import NonFiniteLossError, SeqlabError
 

@@ -19,8 +19,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from seqlab import cells
-from seqlab import recurrence
+from seqlab.models import cells
+from seqlab.models import recurrence
 from seqlab.errors import SeqlabError
 
 

@@ -25,7 +25,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from seqlab import cells
+from seqlab.models import cells
 
 BACKWARDS = ('fused', 'autodiff')
 MATMUL_DTYPES = ('float32', 'bfloat16')

@@ -63,7 +63,7 @@ def matmul(size: int = 2048, repeats: int = 10, dtype: str = 'float32') -> dict:
 
 
 def _model_config(cell, num_layers, hidden_size, **fields):
-  from seqlab import model as model_lib  # pylint: disable=g-import-not-at-top
+  from seqlab.models import char_rnn as model_lib  # pylint: disable=g-import-not-at-top
   return model_lib.ModelConfig(vocab_size=VOCAB, cell=cell, num_layers=num_layers,
                                hidden_size=hidden_size, **fields)
 
@@ -79,7 +79,7 @@ def train(cell: str, num_layers: int, hidden_size: int, batch: int, seq_len: int
   parallel.use_cpu_devices(cpu_devices)  # before anything starts JAX
   import jax  # pylint: disable=g-import-not-at-top
   from ml_collections import config_dict  # pylint: disable=g-import-not-at-top
-  from seqlab import model as model_lib  # pylint: disable=g-import-not-at-top
+  from seqlab.models import char_rnn as model_lib  # pylint: disable=g-import-not-at-top
   from seqlab import steps as steps_lib  # pylint: disable=g-import-not-at-top
   from seqlab import optim  # pylint: disable=g-import-not-at-top
   config = _model_config(cell, num_layers, hidden_size, **model_fields)
@@ -176,8 +176,8 @@ def torch_train(cell: str, num_layers: int, hidden_size: int, batch: int, seq_le
 def sample(cell: str, num_layers: int, hidden_size: int, batch: int, length: int = 2000,
            repeats: int = 5, **model_fields) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
-  from seqlab import model as model_lib  # pylint: disable=g-import-not-at-top
-  from seqlab import sampling  # pylint: disable=g-import-not-at-top
+  from seqlab.models import char_rnn as model_lib  # pylint: disable=g-import-not-at-top
+  from seqlab import generate as sampling  # pylint: disable=g-import-not-at-top
   config = _model_config(cell, num_layers, hidden_size, **model_fields)
   params = model_lib.init_params(config, seed=0)
   sampler = sampling.make_sampler(model_lib.CharLM(config), length)

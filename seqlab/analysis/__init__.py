@@ -1,0 +1,1 @@
+"""The commands that read runs: sampling, neurons, novelty, comparing runs."""

@@ -1,0 +1,1 @@
+"""Benchmarks of seqlab against its peers: `python -m seqlab.bench` (see `main`)."""

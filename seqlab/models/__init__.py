@@ -1,0 +1,1 @@
+"""The sequence models: the char-rnn language model (`char_rnn`), its cells and their scan."""
