@@ -27,6 +27,7 @@ from seqlab import prefetch
 from seqlab.run import recorder as recorder_lib
 from seqlab.run import directory as rundir
 from seqlab.run import lock as run_lock
+from seqlab.run import write_failures
 from seqlab import steps
 from seqlab.errors import NonFiniteLossError, SeqlabError
 
@@ -163,10 +164,13 @@ def train_and_evaluate(config, workdir, stop_at_step: int | None = None) -> dict
   """
   workdir = pathlib.Path(workdir)
   setup = build(config, workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  lock = run_lock.hold(workdir) if parallel.is_primary() else contextlib.nullcontext()
-  with lock, interrupts.catch_stop_signals() as stop_request:
-    return _train(config, workdir, setup, stop_at_step, stop_request)
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+    lock = run_lock.hold(workdir) if parallel.is_primary() else contextlib.nullcontext()
+    with lock, interrupts.catch_stop_signals() as stop_request:
+      return _train(config, workdir, setup, stop_at_step, stop_request)
+  except OSError as error:  # a refused write of samples.md, results.json, ...: one error line
+    raise write_failures.from_os_error(error, workdir) or error from None
 
 
 def _train(config, workdir: pathlib.Path, setup: Setup, stop_at_step: int | None,

@@ -16,10 +16,27 @@ from seqlab.errors import SeqlabError
 CONFIG_FILENAME = 'config.json'
 RESULTS_FILENAME = 'results.json'
 SAMPLES_FILENAME = 'samples.md'
+CHECKPOINTS = 'checkpoints'  # CHECKPOINTS/latest/<step>/ and CHECKPOINTS/best/<step>/
 # Config fields that fix the shapes of the parameters and of the optimizer state:
 # a run directory refuses to resume with other values.
 SHAPE_FIELDS = (('model', 'cell'), ('model', 'num_layers'), ('model', 'hidden_size'),
                 ('model', 'embed_size'), ('data', 'vocab'), ('optim', 'name'))
+
+
+def steps_on_disk(workdir: pathlib.Path, which: str = 'latest') -> list[int]:
+  """The steps of the complete checkpoints in `which`, sorted, read without creating anything.
+
+  Orbax writes into `<step>.orbax-checkpoint-tmp-*` and renames when done, so
+  only all-digit folder names are complete checkpoints.
+  """
+  folder = pathlib.Path(workdir) / CHECKPOINTS / which
+  return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) \
+      if folder.is_dir() else []
+
+
+def latest_step_on_disk(workdir: pathlib.Path, which: str = 'latest') -> int | None:
+  """The step of the newest complete checkpoint, read without creating anything."""
+  return max(steps_on_disk(workdir, which), default=None)
 
 
 def write_atomic(path: pathlib.Path, text: str) -> None:

@@ -9,7 +9,6 @@ import pathlib
 import sys
 
 import jax
-import orbax.checkpoint as ocp
 from ml_collections import config_dict
 
 from seqlab.run import checkpoint
@@ -64,8 +63,15 @@ def load_config(workdir: pathlib.Path) -> config_dict.ConfigDict:
   return config_dict.ConfigDict(saved)
 
 
-def load_run(workdir, checkpoint_name: str = 'best') -> LoadedRun:
-  """The model and parameters of a run directory, from the checkpoint asked for."""
+def load_run(workdir, checkpoint_name: str = 'best',
+             matmul_dtype: str | None = 'float32') -> LoadedRun:
+  """The model and parameters of a run directory, from the checkpoint asked for.
+
+  The parameters land on this process's first device, whatever topology the run
+  was trained on (N CPU devices, GPUs, several hosts). `matmul_dtype` replaces the
+  run's `model.matmul_dtype` (default float32: a run trained with bf16 matmuls is
+  analysed in full precision; the parameters are float32 either way); None keeps it.
+  """
   workdir = pathlib.Path(workdir)
   if not workdir.is_dir():
     raise SeqlabError(f'run directory {workdir} does not exist')
@@ -74,6 +80,8 @@ def load_run(workdir, checkpoint_name: str = 'best') -> LoadedRun:
   if not vocab_path.exists():
     raise SeqlabError(f'{workdir} has no {data.VOCAB_FILENAME}; it is not a complete run directory')
   vocab = data.Vocabulary.load(vocab_path)
+  if matmul_dtype is not None:
+    config.model.matmul_dtype = matmul_dtype
   model_config = model_lib.ModelConfig.from_config(config.model, vocab.size)
   which, step = _pick(workdir, checkpoint_name)
 
@@ -82,16 +90,10 @@ def load_run(workdir, checkpoint_name: str = 'best') -> LoadedRun:
   optimizer = optim.make_optimizer(config.optim, schedule)
   abstract = jax.eval_shape(lambda: steps.init_state(
       model_config, optimizer, config.data.batch_size, config.seed))
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract)
-  path = (workdir / 'checkpoints' / which / str(step)).absolute()
-  try:
-    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
-      restored = ckptr.restore(path, ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
-  except Exception as e:  # orbax raises many types for unreadable checkpoints
-    first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    raise SeqlabError(f'cannot read checkpoint {path}: {first_line[:200]}') from None
-  return LoadedRun(workdir, config, vocab, model_lib.CharLM(model_config),
-                   restored['state'].params, step, which)
+  state, _ = checkpoint.read(workdir / 'checkpoints' / which / str(step), abstract,
+                             sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+  return LoadedRun(workdir, config, vocab, model_lib.CharLM(model_config), state.params, step,
+                   which)
 
 
 def describe(run: LoadedRun) -> str:

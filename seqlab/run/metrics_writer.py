@@ -11,6 +11,8 @@ import pathlib
 import tensorboardX
 from tensorboardX import summary as tbx_summary
 
+from seqlab.run import write_failures
+
 
 def flatten_config(config_dict: dict, prefix: str = '') -> dict:
   """{'model': {'cell': 'lstm'}} -> {'model.cell': 'lstm'}, keeping bool/int/float/str values."""
@@ -39,15 +41,32 @@ class MetricsWriter:
     # after the second they were opened in; the suffix keeps a writer opened in the
     # same second (a quick resume, a rollback) from truncating the previous file.
     suffix = f'.{os.getpid()}-{next(_opened):04d}'
+    self.workdir = pathlib.Path(workdir)
+    write_failures.quiet_background_failures()
     self._writer = tensorboardX.SummaryWriter(str(workdir), purge_step=purge_step,
                                               flush_secs=30, filename_suffix=suffix)
 
+  def _check_writing(self) -> None:
+    """Raises RunWriteError if tensorboardX's writer thread died on a refused write.
+
+    The thread queues at most 10 events; once it is gone, writing on would block
+    forever, so every write checks first.
+    """
+    worker = self._writer._get_file_writer().event_writer._worker  # pylint: disable=protected-access
+    if not worker.is_alive():
+      failure = write_failures.thread_failure()
+      raise write_failures.stopped(f'TensorBoard events in {self.workdir}',
+                                   write_failures.cause(failure) or 'the writer thread died',
+                                   self.workdir)
+
   def scalars(self, step: int, values: dict[str, float]) -> None:
+    self._check_writing()
     for tag, value in values.items():
       self._writer.add_scalar(tag, value, step)
 
   def text(self, tag: str, text: str, step: int) -> None:
     # A fenced block keeps the sample's newlines in TensorBoard's markdown view.
+    self._check_writing()
     self._writer.add_text(tag, '```\n' + text + '\n```', step)
 
   def hparams(self, hparams: dict, metrics: dict[str, float], step: int) -> None:
@@ -57,6 +76,7 @@ class MetricsWriter:
     writing the three summaries here puts them next to the run's curves, which
     is what the HParams dashboard of a sweep expects.
     """
+    self._check_writing()
     experiment, session_start, session_end = tbx_summary.hparams(hparams, metrics)
     file_writer = self._writer._get_file_writer()  # pylint: disable=protected-access
     for summary in (experiment, session_start, session_end):
@@ -64,7 +84,12 @@ class MetricsWriter:
     self.scalars(step, metrics)
 
   def close(self) -> None:
-    self._writer.close()
+    """Flushes and closes; raises RunWriteError if the events could not all be written."""
+    self._check_writing()  # closing after the thread died would wait for it forever
+    try:
+      self._writer.close()
+    except OSError as error:  # the final flush
+      raise write_failures.from_os_error(error, self.workdir) or error from None
 
 
 class NullWriter:

@@ -247,10 +247,12 @@ class RunRecorder:
     return results
 
   def close(self) -> None:
-    self.ckpts.wait()
-    self.ckpts.close()
-    if self.writer is not None:
-      self.writer.close()
+    """Finishes the checkpoints in flight and closes TensorBoard (also after a failed write)."""
+    try:
+      self.ckpts.close()
+    finally:
+      if self.writer is not None:
+        self.writer.close()
 
 
 def make_tools(model, sample_length: int):
