@@ -1,8 +1,8 @@
 """`train_and_evaluate(config, workdir)`: the training loop of a run.
 
-The loop dispatches step t while a background thread has already assembled
-the next batches on the devices (`seqlab.prefetch`); metrics come back to the
-host only at log, eval and checkpoint steps. A run uses every device it sees (`seqlab.parallel`): the batch is split
+The loop (`seqlab.loop`) dispatches step t while a background thread has
+already assembled the next batches on the devices (`seqlab.prefetch`); metrics
+come back to the host only at log, eval and checkpoint steps. A run uses every device it sees (`seqlab.parallel`): the batch is split
 over them, and each process of a multi-host run builds only its own rows.
 Everything the run needs is checked before anything is written to the
 run directory, so bad input never corrupts an existing run.
@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import json
 import pathlib
-import time
 
 import jax
 import numpy as np
@@ -20,6 +19,7 @@ import numpy as np
 from seqlab.run import checkpoint
 from seqlab import data
 from seqlab import interrupts
+from seqlab import loop
 from seqlab.models import char_rnn as model_lib
 from seqlab import optim
 from seqlab import parallel
@@ -29,7 +29,7 @@ from seqlab.run import directory as rundir
 from seqlab.run import lock as run_lock
 from seqlab.run import write_failures
 from seqlab import steps
-from seqlab.errors import NonFiniteLossError, SeqlabError
+from seqlab.errors import SeqlabError
 
 
 @dataclasses.dataclass
@@ -88,69 +88,51 @@ def build(config, workdir: pathlib.Path) -> Setup:
   return Setup(config_dict, corpus, model_config, batches, schedule, optimizer, placement)
 
 
-@dataclasses.dataclass(frozen=True)
-class Todo:
-  """What to do after a step."""
-  log: bool
-  eval: bool
-  checkpoint: bool
-  sample: bool
+class AloneProgram:
+  """The steps of one run: its jitted step over the run's devices, fed by a prefetch thread."""
+  can_roll_back = True
 
+  def __init__(self, config, setup: 'Setup', model, state: steps.TrainState):
+    placement, batch_size = setup.placement, config.data.batch_size
+    state_shardings = placement.state_shardings(state)
+    rep, split = placement.replicated, placement.batch_split
+    self._train_step = jax.jit(steps.make_train_step(model, setup.optimizer, setup.schedule),
+                               in_shardings=(state_shardings, split, split, rep, rep),
+                               out_shardings=(state_shardings, rep), donate_argnums=0)
+    rows = placement.local_rows(batch_size)
 
-class Cadence:
-  """Which steps log, evaluate, checkpoint and sample (config.log / config.eval)."""
+    def make_batch(step):  # runs in the prefetch thread: this process's rows, on the devices
+      inputs, targets, reset = setup.batches.batch(step, rows)
+      return placement.put_batch(inputs, batch_size), placement.put_batch(targets, batch_size), \
+          np.bool_(reset)
 
-  def __init__(self, config):
-    self.log_config, self.num_steps = config.log, config.train.num_steps
-    self.eval_every = config.eval.every_steps
-    self.sample_steps = set(config.log.sample_steps)
+    self._make_batch, self._num_steps = make_batch, config.train.num_steps
+    self.state = state
+    self._prefetcher = prefetch.Prefetcher(make_batch, int(state.step), self._num_steps)
 
-  def at(self, done: int, stopping: bool = False) -> Todo:
-    last = done == self.num_steps
-    log = self.log_config
-    is_eval = done % self.eval_every == 0 or last
-    is_ckpt = done % log.checkpoint_every_steps == 0 or last or stopping
-    is_sample = done in self.sample_steps or done % log.sample_every_steps == 0
-    is_log = is_eval or is_ckpt or is_sample or done % log.every_steps == 0
-    return Todo(is_log, is_eval, is_ckpt, is_sample)
+  def step(self, step: int, lr_scales: np.ndarray):
+    waited = self._prefetcher.wait_seconds
+    inputs, targets, reset = self._prefetcher.get(step)
+    self.state, metrics = self._train_step(self.state, inputs, targets, reset,
+                                           np.float32(lr_scales[0]))
+    return metrics, self._prefetcher.wait_seconds - waited
 
+  def state_of(self, i: int) -> steps.TrainState:
+    del i
+    return self.state
 
-class PendingMetrics:
-  """Per-step metrics left on the device until `pull`, and the training time between pulls.
+  def metrics_of(self, host_metrics: list[dict], i: int) -> list[dict]:
+    del i
+    return host_metrics
 
-  The first step after `pause()` (and the very first, which compiles) waits for
-  the device and starts the clock, so eval, checkpoint and compile time are not
-  counted as training time. Nothing else blocks the device. The time the loop
-  waits for its next batch is counted too: what data loading costs the step.
-  """
+  def restart(self, i: int, state: steps.TrainState) -> None:
+    del i
+    self.state = state
+    self._prefetcher.close()
+    self._prefetcher = prefetch.Prefetcher(self._make_batch, int(state.step), self._num_steps)
 
-  def __init__(self, chars_per_step: int):
-    self.chars_per_step = chars_per_step
-    self._metrics, self._clock, self._timed_steps, self._data_seconds = [], None, 0, 0.0
-
-  def add(self, metrics, data_seconds: float) -> None:
-    """A dispatched step's metrics, and the seconds the loop waited for its batch."""
-    self._metrics.append(metrics)
-    if self._clock is None:
-      jax.block_until_ready(metrics)
-      self._clock = time.perf_counter()
-    else:
-      self._timed_steps += 1
-      self._data_seconds += data_seconds
-
-  def pause(self) -> None:
-    self._clock = None
-
-  def pull(self) -> tuple[list[dict], int, float, float]:
-    """(host metrics of each pending step, chars in the timed steps, their seconds, and the
-    seconds of those spent waiting for batches)."""
-    host = jax.device_get(self._metrics)
-    now = time.perf_counter()
-    seconds = now - self._clock if self._clock is not None and self._timed_steps else 0.0
-    timed_chars = self._timed_steps * self.chars_per_step if seconds else 0
-    data_seconds = self._data_seconds if seconds else 0.0
-    self._metrics, self._clock, self._timed_steps, self._data_seconds = [], now, 0, 0.0
-    return host, timed_chars, seconds, data_seconds
+  def close(self) -> None:
+    self._prefetcher.close()
 
 
 def train_and_evaluate(config, workdir, stop_at_step: int | None = None) -> dict | None:
@@ -177,73 +159,24 @@ def _train(config, workdir: pathlib.Path, setup: Setup, stop_at_step: int | None
            stop_request: interrupts.StopRequest) -> dict | None:
   model = model_lib.CharLM(setup.model_config)
   placement = setup.placement
-  recorder = recorder_lib.RunRecorder(config, workdir, setup, model,
-                                      *recorder_lib.make_tools(model, config.log.sample_length),
-                                      placement=placement)
-  num_steps, batch_size = config.train.num_steps, config.data.batch_size
+  member = loop.Member(config, setup, recorder_lib.RunRecorder(config, workdir, setup),
+                       placement)
   # Placed on the mesh before a checkpoint is restored into its shardings.
   fresh_state = lambda: placement.put_state(
-      steps.init_state(setup.model_config, setup.optimizer, batch_size, config.seed))
-  prefetcher = None
+      steps.init_state(setup.model_config, setup.optimizer, config.data.batch_size, config.seed))
+  program = None
   try:
-    state = recorder.restore(fresh_state())
-    state_shardings = placement.state_shardings(state)
-    rep, split = placement.replicated, placement.batch_split
-    train_step = jax.jit(steps.make_train_step(model, setup.optimizer, setup.schedule),
-                         in_shardings=(state_shardings, split, split, rep, rep),
-                         out_shardings=(state_shardings, rep), donate_argnums=0)
-    rows = placement.local_rows(batch_size)
+    state = loop.resume(member, fresh_state())
     start = int(state.step)
-    recorder.describe(state, start)
+    member.recorder.describe(model_lib.count_params(state.params), start, placement.describe())
     if stop_at_step is not None and start >= stop_at_step:
-      recorder.print(f'already at step {start} >= {stop_at_step}; nothing to do')
+      member.recorder.print(f'already at step {start} >= {stop_at_step}; nothing to do')
       return None
-    cadence = Cadence(config)
-    pending = PendingMetrics(chars_per_step=batch_size * config.data.seq_len)
-    val = None
-    step = start
-
-    def make_batch(step):  # runs in the prefetch thread: this process's rows, on the devices
-      inputs, targets, reset = setup.batches.batch(step, rows)
-      return placement.put_batch(inputs, batch_size), placement.put_batch(targets, batch_size), \
-          np.bool_(reset)
-
-    prefetcher = prefetch.Prefetcher(make_batch, start, num_steps)
-    while step < num_steps:
-      waited = prefetcher.wait_seconds
-      inputs, targets, reset = prefetcher.get(step)
-      state, metrics = train_step(state, inputs, targets, reset,
-                                  np.float32(recorder.meta['lr_scale']))
-      pending.add(metrics, prefetcher.wait_seconds - waited)
-      step = done = step + 1
-      stopping = done == stop_at_step or stop_request.signum is not None
-      todo = cadence.at(done, stopping)
-      try:  # a NaN/Inf surfaces here: in the pulled metrics, or in the params to be saved
-        if todo.log:
-          recorder.log_train(done, *pending.pull(), start)
-        if todo.eval or todo.checkpoint or todo.sample:
-          pending.pause()  # what follows is not training time
-        if todo.eval:
-          val = recorder.validate(done, state)
-        if todo.checkpoint:
-          recorder.save('latest', done, state)
-      except NonFiniteLossError as error:
-        state = recorder.nonfinite(error, fresh_state())
-        step = int(state.step)
-        pending.pause()
-        prefetcher.close()
-        prefetcher = prefetch.Prefetcher(make_batch, step, num_steps)
-        continue
-      if todo.sample:
-        recorder.sample(done, state.params)
-      if stopping:
-        recorder.ckpts.wait()
-        if stop_request.signum is not None:
-          raise interrupts.Interrupted(stop_request.signum, done)
-        recorder.print(f'stopped after step {done}; re-run the same command to continue')
-        return None
-    return recorder.finish(state, val)
+    program = AloneProgram(config, setup, model, state)
+    results = loop.run(program, [member], loop.Tools.make(model, config.log.sample_length), start,
+                       stop_request, stop_at_step, fresh_state)
+    return results[0] if results is not None else None
   finally:
-    if prefetcher is not None:
-      prefetcher.close()
-    recorder.close()
+    if program is not None:
+      program.close()
+    member.recorder.close()

@@ -28,10 +28,11 @@ from seqlab.run import metrics_writer
 from seqlab.models import char_rnn as model_lib
 from seqlab import optim
 from seqlab.run import recorder as recorder_lib
+from seqlab import loop
 from seqlab.run import lock as run_lock
 from seqlab import steps
 from seqlab import train
-from seqlab.errors import NonFiniteLossError, SeqlabError
+from seqlab.errors import SeqlabError
 
 # Config keys that may differ between the trials of one fused group.
 FUSABLE = ('seed', 'model.dropout', 'optim.learning_rate',
@@ -122,81 +123,62 @@ def run_group(trials_and_dirs: list) -> int:
   return 1 if errors else 0
 
 
+class FusedProgram:
+  """The steps of K fused trials: one vmapped step over their stacked states, on one device."""
+  can_roll_back = False
+
+  def __init__(self, members: list, states: list, model):
+    first = members[0]
+    self._fused_step = jax.jit(make_fused_step(
+        model, first.config.optim, first.config.train.num_steps,
+        first.setup.batches.batches_per_epoch), donate_argnums=0)
+    self._setups = [m.setup for m in members]
+    self.stacked = jax.device_put(_stack(states), jax.devices()[0])
+    self._values = {k: np.asarray([trial_values(m.config)[k] for m in members], np.float32)
+                    for k in trial_values(first.config)}
+
+  def step(self, step: int, lr_scales: np.ndarray):
+    data_start = time.perf_counter()
+    batches = [setup.batches.batch(step) for setup in self._setups]
+    inputs, targets = (np.stack([b[j] for b in batches]) for j in (0, 1))
+    resets = np.asarray([b[2] for b in batches])
+    data_seconds = time.perf_counter() - data_start
+    self.stacked, metrics = self._fused_step(self.stacked, inputs, targets, resets,
+                                             self._values, lr_scales)
+    return metrics, data_seconds
+
+  def state_of(self, i: int):
+    return _trial(self.stacked, i)
+
+  def metrics_of(self, host_metrics: list[dict], i: int) -> list[dict]:
+    return [{k: v[i] for k, v in m.items()} for m in host_metrics]
+
+  def restart(self, i: int, state) -> None:
+    raise NotImplementedError('a fused trial stops after a NaN; it does not roll back alone')
+
+
 def _train_group(members: list, stop_request: interrupts.StopRequest) -> dict:
   first_config, first_setup = members[0][0].config, members[0][2]
-  num_steps = first_config.train.num_steps
-  batch_size, seq_len = first_config.data.batch_size, first_config.data.seq_len
   model = model_lib.CharLM(first_setup.model_config)
-  fused_step = jax.jit(make_fused_step(model, first_config.optim, num_steps,
-                                       first_setup.batches.batches_per_epoch), donate_argnums=0)
-  tools = recorder_lib.make_tools(model, first_config.log.sample_length)
-  recorders, states = [], []
-  errors = {}
+  tools = loop.Tools.make(model, first_config.log.sample_length)
+  group = [loop.Member(trial.config, setup,
+                       recorder_lib.RunRecorder(trial.config, workdir, setup,
+                                                label=f'[{trial.name}] '), name=trial.name)
+           for trial, workdir, setup in members]
   try:
-    for trial, workdir, setup in members:
-      recorders.append(recorder_lib.RunRecorder(trial.config, workdir, setup, model, *tools,
-                                                label=f'[{trial.name}] '))
-      states.append(recorders[-1].restore(steps.init_state(
-          setup.model_config, setup.optimizer, batch_size, trial.config.seed)))
-      recorders[-1].describe(states[-1], int(states[-1].step))
+    states = []
+    for member in group:
+      states.append(loop.resume(member, steps.init_state(
+          member.setup.model_config, member.setup.optimizer, member.config.data.batch_size,
+          member.config.seed)))
+      member.recorder.describe(model_lib.count_params(states[-1].params), int(states[-1].step),
+                               'fused on one device')
     start = int(states[0].step)
-    print(f'fused: {len(members)} trials of {first_setup.model_config.num_layers}x'
-          f'{first_setup.model_config.hidden_size} {first_setup.model_config.cell} in one step, '
-          + (f'resuming at step {start}' if start else 'from step 0'), flush=True)
-    stacked = jax.device_put(_stack(states), jax.devices()[0])
-    values = {k: np.asarray([trial_values(t.config)[k] for t, _, _ in members], np.float32)
-              for k in trial_values(first_config)}
-    alive = np.ones(len(members), bool)
-    vals = [None] * len(members)
-    cadence = train.Cadence(first_config)
-    pending = train.PendingMetrics(chars_per_step=batch_size * seq_len)
-
-    def stop_trial(i: int, error: NonFiniteLossError) -> None:
-      try:
-        recorders[i].nonfinite(error, None, can_roll_back=False)
-      except NonFiniteLossError as final:
-        errors[members[i][0].name] = str(final)
-        recorders[i].print(f'error: {final}')
-      alive[i] = False
-
-    for step in range(start, num_steps):
-      data_start = time.perf_counter()
-      batches = [setup.batches.batch(step) for _, _, setup in members]
-      inputs, targets = (np.stack([b[j] for b in batches]) for j in (0, 1))
-      resets = np.asarray([b[2] for b in batches])
-      data_seconds = time.perf_counter() - data_start
-      stacked, metrics = fused_step(stacked, inputs, targets, resets, values,
-                                    np.where(alive, 1.0, 0.0).astype(np.float32))
-      pending.add(metrics, data_seconds)
-      done = step + 1
-      stopping = stop_request.signum is not None
-      todo = cadence.at(done, stopping)
-      if todo.log:
-        host, timed_chars, seconds, data_seconds = pending.pull()
-      if todo.eval or todo.checkpoint or todo.sample:
-        pending.pause()
-      for i in np.flatnonzero(alive):
-        state = _trial(stacked, i) if (todo.eval or todo.checkpoint or todo.sample) else None
-        try:
-          if todo.log:
-            recorders[i].log_train(done, [{k: v[i] for k, v in m.items()} for m in host],
-                                   timed_chars, seconds, data_seconds, start)
-          if todo.eval:
-            vals[i] = recorders[i].validate(done, state)
-          if todo.checkpoint:
-            recorders[i].save('latest', done, state)
-        except NonFiniteLossError as error:
-          stop_trial(i, error)
-          continue
-        if todo.sample:
-          recorders[i].sample(done, state.params)
-      if stopping:
-        for r in recorders:
-          r.ckpts.wait()
-        raise interrupts.Interrupted(stop_request.signum, done)
-    for i in np.flatnonzero(alive):
-      recorders[i].finish(_trial(stacked, i), vals[i])
+    cfg = first_setup.model_config
+    print(f'fused: {len(group)} trials of {cfg.num_layers}x{cfg.hidden_size} {cfg.cell} in one '
+          'step, ' + (f'resuming at step {start}' if start else 'from step 0'), flush=True)
+    loop.run(FusedProgram(group, states, model), group, tools, start, stop_request)
   finally:
-    for r in recorders:
-      r.close()
-  return errors
+    for member in group:
+      member.recorder.close()
+  return {m.name: m.error for m in group if m.error is not None}
