@@ -1,13 +1,12 @@
 """Times the jitted train step of candidate models: median ms/step after warm-up.
 
-  python experiments/cpu_15min/step_time.py "layers=2,hidden=256,batch=64" "cell=gru,hidden=320"
+  python -m experiments.cpu_15min.step_time "layers=2,hidden=256,batch=64" "cell=gru,hidden=320"
 
 Each argument is one candidate (defaults: lstm, 2 layers, 256 units, batch 32, seq 64).
 Also prints GFLOP/s (6 x parameters x chars/s) and, for scale, a 2048^3 float32 matmul's.
 A stopgap for this study; a full benchmark command is future work (issue 5).
 """
 
-import pathlib
 import statistics
 import sys
 import time
@@ -15,8 +14,7 @@ import time
 import jax
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
-from configs import shakespeare  # pylint: disable=g-import-not-at-top
+from configs import shakespeare
 from seqlab.models import char_rnn as model_lib
 from seqlab import optim
 from seqlab import steps

@@ -1,6 +1,6 @@
 """The post's "evolution of samples": what the model writes at iterations 100 ... 2000.
 
-  python experiments/evolution/evolution.py [--workdir runs/evolution] [--config_variant cpu]
+  python -m experiments.evolution.evolution [--workdir runs/evolution] [--config_variant cpu]
 
 Trains `configs/shakespeare.py:<variant>` up to step 2000 (the run stops there
 like a preempted one, so re-running the launch.py command on the same workdir
@@ -11,16 +11,15 @@ run's samples.md, written during training at steps 100, 300, 500, 700, 1200 and
 
 import pathlib
 import shutil
-import sys
 
 from absl import app
 from absl import flags
 from absl import logging
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-from configs import shakespeare  # pylint: disable=g-import-not-at-top
+from configs import shakespeare
 from seqlab import train
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 _WORKDIR = flags.DEFINE_string('workdir', 'runs/evolution', 'Run directory.')
 _VARIANT = flags.DEFINE_string('config_variant', 'cpu', 'Variant of configs/shakespeare.py.')

@@ -2,7 +2,7 @@
 Linux-source corpus, which cannot be downloaded here): the top-level `*.py` modules in sorted
 order until the size is reached. Same CPython version -> same file (the README gives its sha256).
 
-  python experiments/neurons/make_code_corpus.py /tmp/pystdlib.txt
+  python -m experiments.neurons.make_code_corpus /tmp/pystdlib.txt
 """
 
 import hashlib

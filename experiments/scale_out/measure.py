@@ -1,7 +1,7 @@
 """Measurements for README "Scaling out" (run from the repository root).
 
-  PYTHONPATH=. python experiments/scale_out/measure.py devices      # 4 forced CPU devices vs 1
-  PYTHONPATH=. python experiments/scale_out/measure.py corpus FILE  # a 100 MB corpus: memory, data time
+  python -m experiments.scale_out.measure devices      # 4 forced CPU devices vs 1
+  python -m experiments.scale_out.measure corpus FILE  # a 100 MB corpus: memory, data time
 
 `devices` trains the same short run (tiny Shakespeare, 2x128 LSTM, batch 32, 200 steps) on 1
 CPU device and on 4 (XLA_FLAGS=--xla_force_host_platform_device_count=4), each in its own
@@ -29,7 +29,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 def _python(code: str, env=None, prelude: str = '') -> dict:
   """Runs `prelude` + `code` in a fresh interpreter; it prints one JSON line last."""
   out = subprocess.run([sys.executable, '-c', prelude + textwrap.dedent(code)], cwd=ROOT,
-                       env=dict(os.environ, PYTHONPATH=str(ROOT), **(env or {})),
+                       env=dict(os.environ, **(env or {})),
                        capture_output=True, text=True, check=False)
   if out.returncode:
     raise SystemExit(out.stdout[-2000:] + out.stderr[-3000:])

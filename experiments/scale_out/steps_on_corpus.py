@@ -1,6 +1,6 @@
 """One run of configs/enwik8.py's model on a corpus file, stopped after N steps (the H200 rows).
 
-  PYTHONPATH=. python experiments/scale_out/steps_on_corpus.py FILE LAYERS HIDDEN STEPS
+  python -m experiments.scale_out.steps_on_corpus FILE LAYERS HIDDEN STEPS
   e.g. FILE=/tmp/standin100m.txt 3 1024 400
 
 Evaluates the val split once at the last step; prints a JSON line with the peak host memory

@@ -1,6 +1,6 @@
 """Per-step time of 8 fused trials (one vmapped step) vs one trial's step, same shape.
 
-Usage: PYTHONPATH=. python experiments/sweeps/fused_step_time.py 64 256   (hidden sizes)
+Usage: python -m experiments.sweeps.fused_step_time 64 256   (hidden sizes)
 """
 import pathlib
 import sys

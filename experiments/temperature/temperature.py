@@ -1,6 +1,6 @@
 """Samples a trained run at several temperatures and measures entropy and novelty.
 
-  python experiments/temperature/temperature.py --workdir runs/shakespeare-cpu \
+  python -m experiments.temperature.temperature --workdir runs/shakespeare-cpu \
       --out experiments/temperature
 
 For each temperature: `--num_samples` samples of `--length` characters (one
@@ -20,8 +20,7 @@ from absl import logging
 import jax
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
-from seqlab.analysis import novelty  # pylint: disable=g-import-not-at-top
+from seqlab.analysis import novelty
 from seqlab.run import load as runs
 from seqlab import generate as sampling
 from seqlab.errors import SeqlabError
