@@ -10,6 +10,7 @@ import pytest
 
 from conftest import ROOT
 from configs import shakespeare
+from seqlab import command
 
 CONFIG_FILES = sorted((ROOT / 'configs').glob('*.py'))
 
@@ -64,9 +65,7 @@ def test_smoke_run_end_to_end_and_resume(tmp_path):
 
 
 def test_default_workdir_is_named_after_the_config(tmp_path):
-  sys.path.insert(0, str(ROOT))
-  import launch  # pylint: disable=g-import-not-at-top
-  name = launch.default_workdir('configs/shakespeare.py:cpu,smoke')
+  name = command.default_workdir('configs/shakespeare.py:cpu,smoke')
   assert name.parent == pathlib.Path('runs') and name.name.startswith('shakespeare-cpu-smoke-')
 
 

@@ -2,15 +2,22 @@
 
 CI installs requirements-ray.txt, so there it runs. The test starts a Ray head
 node on 127.0.0.1 itself, then also lets the sweep start its own local instance.
+Each Ray instance lives in its own temporary directory ($RAY_TMPDIR), so it
+never joins, and the test never stops, a Ray instance it did not start (no
+`ray stop`, which stops every Ray of the user on the machine).
 """
 
+import contextlib
 import json
 import os
+import pathlib
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 
 import pytest
 
@@ -18,6 +25,7 @@ from conftest import LONG_RUN, ROOT, wait_for_log_line, write_sweep_config
 from seqlab.run import checkpoint
 
 pytest.importorskip('ray')
+pytestmark = pytest.mark.slow
 RAY = shutil.which('ray', path=os.path.dirname(sys.executable)) or shutil.which('ray')
 # Loopback only: no usage statistics, no cluster token (Ray 2.5x+ asks for one by default).
 ENV = dict(os.environ, PYTHONPATH=str(ROOT), RAY_USAGE_STATS_ENABLED='0', RAY_AUTH_MODE='disabled')
@@ -29,30 +37,80 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _sweep(config, sweep_dir, *args):
+def _sweep(config, sweep_dir, env, *args):
   return subprocess.run([sys.executable, str(ROOT / 'launch.py'), '--config', str(config),
                          '--sweep', '--workdir', str(sweep_dir), '--executor', 'ray', *args],
-                        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
-def _ray_stop():
-  subprocess.run([RAY, 'stop', '--force'], env=ENV, capture_output=True, timeout=120,
-                 check=False)
+def _processes_mentioning(text: str) -> list[int]:
+  """The processes whose command line contains `text` (here: a Ray temporary directory)."""
+  found = []
+  for proc in pathlib.Path('/proc').iterdir():
+    try:
+      if proc.name.isdigit() and text.encode() in (proc / 'cmdline').read_bytes():
+        found.append(int(proc.name))
+    except OSError:  # it has exited
+      pass
+  return [pid for pid in found if pid != os.getpid()]
+
+
+@contextlib.contextmanager
+def _own_ray_dir(sweep_dir: pathlib.Path):
+  """An environment whose Ray instances live in a new temporary directory. On leaving, any
+  process still running from that directory or for `sweep_dir` (a trial) is killed: new
+  paths, so only processes of this test."""
+  # Short: Ray's socket paths inside it must stay under 108 bytes.
+  tmp = tempfile.mkdtemp(prefix='seqlab-ray-', dir='/tmp')
+  ours = lambda: _processes_mentioning(tmp) + _processes_mentioning(str(sweep_dir))
+  try:
+    yield dict(ENV, RAY_TMPDIR=tmp, RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S='0')
+  finally:
+    deadline = time.time() + 30
+    while ours() and time.time() < deadline:  # Ray's own shutdown
+      time.sleep(0.5)
+    for pid in ours():
+      with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _ray_head(env, num_cpus: int):
+  """A Ray head node on 127.0.0.1 that this test starts and stops: its address."""
+  port = _free_port()
+  log = tempfile.TemporaryFile(mode='w+')  # pylint: disable=consider-using-with
+  head = subprocess.Popen(  # pylint: disable=consider-using-with
+      [RAY, 'start', '--head', '--block', '--node-ip-address=127.0.0.1', f'--port={port}',
+       f'--ray-client-server-port={_free_port()}', f'--dashboard-agent-listen-port={_free_port()}',
+       f'--num-cpus={num_cpus}', '--num-gpus=0', '--include-dashboard=false',
+       '--disable-usage-stats'], env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+  try:
+    deadline = time.time() + 180
+    while head.poll() is None and time.time() < deadline:
+      log.seek(0)
+      if 'Ray runtime started' in log.read():
+        break
+      time.sleep(0.5)
+    log.seek(0)
+    assert head.poll() is None and 'Ray runtime started' in log.read(), log.read()[-2000:]
+    yield f'127.0.0.1:{port}'
+  finally:
+    head.terminate()  # `ray start --block` stops the processes it started on SIGTERM
+    try:
+      head.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+      head.kill()
+      head.wait()
+    log.close()
 
 
 def test_ray_sweep_runs_fails_and_resumes_like_the_local_one(text_file, tmp_path):
   # Two smoke trials and one with a bad value, which must fail without stopping the others.
   config = write_sweep_config(tmp_path, text_file, "sweep.axis('model.dropout', [0.0, 1.5, 0.2])")
   sweep_dir = tmp_path / 'sweep'
-  port = _free_port()
-  _ray_stop()
-  head = subprocess.run(
-      [RAY, 'start', '--head', '--node-ip-address=127.0.0.1', f'--port={port}', '--num-cpus=2',
-       '--num-gpus=0', '--include-dashboard=false', '--disable-usage-stats'],
-      env=ENV, capture_output=True, text=True, timeout=180, check=False)
-  try:
-    assert head.returncode == 0, head.stderr[-2000:]
-    result = _sweep(config, sweep_dir, '--address', f'127.0.0.1:{port}')
+  with _own_ray_dir(sweep_dir) as env, _ray_head(env, num_cpus=2) as address:
+    result = _sweep(config, sweep_dir, env, '--address', address)
     assert result.returncode == 1, result.stderr[-3000:]
     assert '2 CPUs, 0 GPUs; each task asks for 1 CPU' in result.stdout  # the test's head node
     status = json.loads((sweep_dir / 'sweep.json').read_text())['trials']
@@ -66,17 +124,13 @@ def test_ray_sweep_runs_fails_and_resumes_like_the_local_one(text_file, tmp_path
       results = json.loads((sweep_dir / name / 'results.json').read_text())
       assert results['steps'] == 12 and results['val_loss'] < 4.0
     assert result.stderr.strip().splitlines()[-1].startswith('error: 1 of 3 trials failed')
-  finally:
-    _ray_stop()
 
   # Resume, on a local Ray instance that the sweep starts itself: the finished trial is
   # skipped, the unfinished one resumes from its checkpoint, the bad one fails again.
   (sweep_dir / 'dropout=0.2' / 'results.json').unlink()
   finished = (sweep_dir / 'dropout=0' / 'results.json').stat().st_mtime_ns
-  try:
-    again = _sweep(config, sweep_dir, '--parallel', '2')
-  finally:
-    _ray_stop()
+  with _own_ray_dir(sweep_dir) as env:
+    again = _sweep(config, sweep_dir, env, '--parallel', '2')
   assert again.returncode == 1, again.stderr[-3000:]
   assert '1 already done, 2 to run as Ray tasks' in again.stdout
   assert (sweep_dir / 'dropout=0' / 'results.json').stat().st_mtime_ns == finished
@@ -88,18 +142,18 @@ def test_ray_sweep_runs_fails_and_resumes_like_the_local_one(text_file, tmp_path
 def test_sigterm_to_a_ray_sweep_checkpoints_its_trials(text_file, tmp_path):
   config = write_sweep_config(tmp_path, text_file, "sweep.axis('seed', [0, 1, 2])")
   sweep_dir = tmp_path / 'sweep'
-  _ray_stop()
-  process = subprocess.Popen(
-      [sys.executable, str(ROOT / 'launch.py'), '--config', str(config), '--sweep', '--workdir',
-       str(sweep_dir), '--executor', 'ray', '--parallel', '2', *LONG_RUN],
-      cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  try:
-    wait_for_log_line(sweep_dir / 'logs', 'step 20/3000')
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=240)
-  finally:
-    process.kill()
-    _ray_stop()
+  with _own_ray_dir(sweep_dir) as env:
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / 'launch.py'), '--config', str(config), '--sweep', '--workdir',
+         str(sweep_dir), '--executor', 'ray', '--parallel', '2', *LONG_RUN],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+      wait_for_log_line(sweep_dir / 'logs', 'step 20/3000')
+      process.send_signal(signal.SIGTERM)
+      _, stderr = process.communicate(timeout=240)
+    finally:
+      process.kill()
+      process.wait()
   assert process.returncode == 143, stderr[-2000:]
   status = json.loads((sweep_dir / 'sweep.json').read_text())['trials']
   assert {s['status'] for s in status.values()} == {'interrupted'}

@@ -70,16 +70,18 @@ class MetricsWriter:
     self._writer.add_text(tag, '```\n' + text + '\n```', step)
 
   def hparams(self, hparams: dict, metrics: dict[str, float], step: int) -> None:
-    """Writes hparams into this run's own event file.
+    """Writes this run's hparams session (start and end) into its own event file.
 
     tensorboardX's `add_hparams` would write them into a new sub-run folder;
-    writing the three summaries here puts them next to the run's curves, which
-    is what the HParams dashboard of a sweep expects.
+    writing them here puts them next to the run's curves. No experiment summary:
+    TensorBoard builds a single run's from its session, and a sweep writes one
+    for all its trials (`seqlab.sweeps.hparams`), which a trial's own would
+    otherwise compete with (TensorBoard then shows one of them at random).
     """
     self._check_writing()
-    experiment, session_start, session_end = tbx_summary.hparams(hparams, metrics)
+    _, session_start, session_end = tbx_summary.hparams(hparams, metrics)
     file_writer = self._writer._get_file_writer()  # pylint: disable=protected-access
-    for summary in (experiment, session_start, session_end):
+    for summary in (session_start, session_end):
       file_writer.add_summary(summary)
     self.scalars(step, metrics)
 

@@ -21,9 +21,9 @@ from seqlab.errors import NonFiniteLossError
 from seqlab.run import checkpoint
 from seqlab.run import directory as rundir
 from seqlab.run import metrics_writer
+from seqlab.sweeps.hparams import FINAL_METRICS
+from seqlab.sweeps.record import duration
 
-FINAL_METRICS = ('val_loss', 'val_bpc', 'best_val_loss', 'test_loss', 'test_bpc',
-                 'chars_per_sec', 'num_params')
 
 
 def fresh_meta() -> dict:
@@ -31,12 +31,6 @@ def fresh_meta() -> dict:
   return {'best_val_loss': math.inf, 'best_step': None, 'last_val_loss': None,
           'last_val_step': None, 'wall_time': 0.0, 'train_time': 0.0, 'timed_chars': 0,
           'data_time': 0.0, 'lr_scale': 1.0, 'rollbacks': 0}
-
-
-def duration(seconds: float) -> str:
-  seconds = int(seconds)
-  return f'{seconds // 3600}h{seconds // 60 % 60:02d}m' if seconds >= 3600 else \
-      f'{seconds // 60}m{seconds % 60:02d}s'
 
 
 class RunRecorder:
@@ -156,7 +150,7 @@ class RunRecorder:
   def write_results(self, results: dict) -> None:
     """results.json, the HParams summary and the closing lines."""
     final = {f'final/{k}': v for k, v in results.items()
-             if k in FINAL_METRICS and v is not None}
+             if f'final/{k}' in FINAL_METRICS and v is not None}
     self.writer.hparams(metrics_writer.flatten_config(self.setup.config_dict), final,
                         self.config.train.num_steps)
     if self.primary:

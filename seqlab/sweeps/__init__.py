@@ -2,7 +2,11 @@
 
 Config files declare a sweep with `from seqlab import sweeps` and
 `sweeps.product(sweeps.axis('optim.learning_rate', [1e-3, 2e-3]), ...)`.
-This package imports no JAX: a sweep's parent process stays light.
+`runner` runs the trials (`ray_tasks` on Ray), each in a process of its own
+(`python -m seqlab.sweeps.trial`) that gets its complete config as data
+(`handoff`); `record` keeps sweep.json and `hparams` the TensorBoard experiment.
+Only the trials' processes import JAX (`fused`, `seqlab.train`): a sweep's own
+process stays light.
 """
 
 from seqlab.sweeps.declare import axis, chain, fixed, product, zipped

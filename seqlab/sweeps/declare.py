@@ -21,7 +21,9 @@ import dataclasses
 import hashlib
 import importlib.util
 import itertools
+import os
 import re
+import sys
 from typing import Any, Iterable
 
 from ml_collections import config_dict
@@ -72,12 +74,26 @@ def chain(*sweeps: list[Overrides]) -> list[Overrides]:
   return [dict(d) for s in sweeps for d in s]
 
 
+def _loaded(path: str):
+  """The module of the file at `path` if this process has loaded it (as the --config flag
+  does), else None."""
+  target = os.path.realpath(path)
+  for module in list(sys.modules.values()):
+    file = getattr(module, '__file__', None)
+    if isinstance(file, str) and os.path.basename(file) == os.path.basename(target) and \
+        os.path.realpath(file) == target:
+      return module
+  return None
+
+
 def declared_in(config_arg: str) -> list[Overrides]:
-  """`get_sweep(variant)` of the config file of `--config FILE[:VARIANT]`."""
+  """`get_sweep(variant)` of the config file of `--config FILE[:VARIANT]` (loaded once)."""
   path, _, variant = config_arg.partition(':')
-  spec = importlib.util.spec_from_file_location('seqlab_sweep_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = _loaded(path)
+  if module is None:
+    spec = importlib.util.spec_from_file_location('seqlab_sweep_config', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
   if not hasattr(module, 'get_sweep'):
     raise SeqlabError(f'{path} declares no sweep; add get_sweep(arg) returning seqlab.sweep '
                       'overrides (see configs/shakespeare.py)')

@@ -110,7 +110,7 @@ def train_fused(trials_and_dirs: list, stop_request: interrupts.StopRequest) -> 
 
 
 def run_group(trials_and_dirs: list) -> int:
-  """Trains one fused group in this process (a sweep's `--fused --trial ...` child).
+  """Trains one fused group in this process (`python -m seqlab.sweeps.trial --fused`).
 
   Prints `error: [TRIAL] ...` for each trial that failed and returns 1 if any did.
   """

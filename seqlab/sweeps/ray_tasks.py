@@ -1,11 +1,12 @@
 """`launch.py --sweep --executor ray`: a sweep's trials as Ray tasks, on a cluster or locally.
 
 Each trial (or fused group) is one Ray task that runs the same command as the
-local executor (`python launch.py ... --workdir SWEEP_DIR/NAME`) in a child
-process on whichever node Ray places it, so the run directories, logs and
-sweep.json are exactly those of a local sweep, and resume and failure handling
-are the local executor's. A task asks for one GPU where the cluster has GPUs
-(Ray sets CUDA_VISIBLE_DEVICES for it), else for one CPU.
+local executor (`python -m seqlab.sweeps.trial --trial_json
+SWEEP_DIR/trials/NAME.json --workdir SWEEP_DIR/NAME`) in a child process on
+whichever node Ray places it, so the run directories, logs and sweep.json are
+exactly those of a local sweep, and resume and failure handling are the local
+executor's. A task asks for one GPU where the cluster has GPUs (Ray sets
+CUDA_VISIBLE_DEVICES for it), else for one CPU.
 
 Without `--address`, a local Ray instance is started on loopback with
 `--parallel` CPUs (trials at once). With `--address HOST:PORT` (or `auto`) the
@@ -65,7 +66,7 @@ def _ray():
 
 def run(sweep, tasks, stop: interrupts.StopRequest, address: str | None, parallel: int,
         finish) -> None:
-  """Runs `tasks` (sweep_run.Task) as Ray tasks; `finish(task, trial, exit_status, seconds,
+  """Runs `tasks` (runner.Task) as Ray tasks; `finish(task, trial, exit_status, seconds,
   node)` records each trial when its task ends."""
   ray = _ray()
   stop_path = sweep.sweep_dir / STOP_FILENAME

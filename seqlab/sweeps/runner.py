@@ -1,45 +1,50 @@
 """Running a sweep's trials as processes: one at a time, or N at once; resumable.
 
     SWEEP_DIR/sweep.json       every trial: overrides, command, status, exit status, error
+    SWEEP_DIR/trials/NAME.json each trial's complete config, for its process
     SWEEP_DIR/logs/NAME.log    each trial's console output
     SWEEP_DIR/NAME/            each trial's run directory (an ordinary run)
 
-Each trial is `python launch.py --config ... --config.KEY=VALUE ... --workdir
-SWEEP_DIR/NAME`, the command printed for it, so any trial can be re-run alone.
-Re-running the sweep skips finished trials (results.json at train.num_steps)
-and re-runs the others, which resume from their checkpoints. A failed trial
-(bad config, NaN, crash) is recorded and the others go on; the sweep exits 1 at
-the end if any failed. With `--parallel N`, each trial gets its own GPU where
-there are GPUs, else its own share of the CPU cores (CPU affinity confines all
-of the trial's threads to them), so N trials never oversubscribe the machine.
-SIGTERM/SIGINT are passed on to the running trials, which checkpoint and stop.
+Each trial runs as `python -m seqlab.sweeps.trial --trial_json
+SWEEP_DIR/trials/NAME.json --workdir SWEEP_DIR/NAME` (`seqlab.sweeps.handoff`);
+sweep.json records the `python launch.py ...` that re-runs it alone, which the
+sweep prints. Re-running the sweep skips finished trials (results.json at
+train.num_steps) and re-runs the others, which resume from their checkpoints.
+A failed trial (bad config, NaN, crash) is recorded with its `error:` line and
+the others go on; the sweep exits 1 at the end if any failed. With `--parallel
+N`, each trial gets its own GPU where there are GPUs, else its own share of the
+CPU cores (CPU affinity confines all of the trial's threads to them), so N
+trials never oversubscribe the machine. SIGTERM/SIGINT are passed on to the
+running trials, which checkpoint and stop.
 
 With `--fused`, trials that share array shapes run as one process that trains
-them together (`seqlab.fused`); its console output is logs/fused-K.log.
-With `--executor ray`, the same commands run as Ray tasks (`seqlab.ray_executor`).
+them together (`seqlab.sweeps.fused`); its console output is logs/fused-K.log.
+With `--executor ray`, the same commands run as Ray tasks (`seqlab.sweeps.ray_tasks`).
+This process imports no JAX: the fused groups are found by a short child process.
 """
 
 import dataclasses
 import json
 import os
 import pathlib
-import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
-import numpy as np
-
 from seqlab import interrupts
-from seqlab.run import recorder
 from seqlab.run import directory as rundir
 from seqlab.run import lock as run_lock
 from seqlab.sweeps import declare as sweep_lib
+from seqlab.sweeps import handoff
+from seqlab.sweeps import hparams
+from seqlab.sweeps import record
+from seqlab.sweeps.record import STATUS_FILENAME  # also read as runner.STATUS_FILENAME
+from seqlab.sweeps.record import SweepRun, duration, summary
 from seqlab.errors import SeqlabError
 
-STATUS_FILENAME = 'sweep.json'
-LAUNCH = pathlib.Path(__file__).resolve().parents[2] / 'launch.py'
+PACKAGE_ROOT = pathlib.Path(__file__).resolve().parents[2]  # where `seqlab` imports from
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,34 +74,17 @@ def make_slots(parallel: int) -> list[Slot]:
   if parallel == 1:
     return [Slot('all CPUs', {})]
   cpus = sorted(os.sched_getaffinity(0))
-  chunks = np.array_split(cpus, min(parallel, len(cpus)))
-  return [Slot(f'CPUs {",".join(map(str, c))}', {}, frozenset(int(x) for x in c))
-          for c in chunks]
+  count = min(parallel, len(cpus))
+  # Contiguous chunks whose sizes differ by at most one (numpy's array_split).
+  bounds = [len(cpus) * i // count for i in range(count + 1)]
+  chunks = [cpus[bounds[i]:bounds[i + 1]] for i in range(count)]
+  return [Slot(f'CPUs {",".join(map(str, c))}', {}, frozenset(c)) for c in chunks]
 
 
-def flag_value(value) -> str:
-  """A config value as ml_collections' config flags parse it."""
-  return value if isinstance(value, str) else repr(value)
-
-
-def trial_command(config_arg: str, cli_overrides: list[str], trial: sweep_lib.Trial,
-                  sweep_dir: pathlib.Path) -> list[str]:
-  return [sys.executable, str(LAUNCH), '--config', config_arg, *cli_overrides,
-          *(f'--config.{k}={flag_value(v)}' for k, v in trial.overrides.items()),
-          f'--workdir={sweep_dir / trial.name}']
-
-
-def printable(command: list[str]) -> str:
-  """The command as a user types it: `python launch.py ...`."""
-  shown = ['python', 'launch.py'] + command[2:] if command[1] == str(LAUNCH) else command
-  return shlex.join(shown)
-
-
-def fused_command(config_arg: str, cli_overrides: list[str], trials: list[sweep_lib.Trial],
-                  sweep_dir: pathlib.Path) -> list[str]:
-  """The command that trains `trials` (one fused group) together in one process."""
-  return [sys.executable, str(LAUNCH), '--config', config_arg, *cli_overrides, '--sweep',
-          '--fused', f'--workdir={sweep_dir}', *(f'--trial={t.name}' for t in trials)]
+def child_env(extra: dict | None = None) -> dict:
+  """The environment of a trial's process: this one's, `extra`, and `seqlab` importable."""
+  path = os.pathsep.join(filter(None, (str(PACKAGE_ROOT), os.environ.get('PYTHONPATH'))))
+  return dict(os.environ, **(extra or {}), PYTHONPATH=path)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,51 +93,39 @@ class Task:
   name: str  # its log is logs/<name>.log
   trials: tuple
   command: list
+  fused: bool = False
 
 
-def is_finished(run_dir: pathlib.Path, num_steps: int) -> bool:
-  results = rundir.load_json(run_dir / rundir.RESULTS_FILENAME)
-  return results is not None and results.get('steps') == num_steps
+def _command(sweep_dir: pathlib.Path, trials: list, fused: bool = False) -> list[str]:
+  """The process of `trials` (written by `handoff.write_trial`): one, or a fused group."""
+  return handoff.task_command([(handoff.trial_path(sweep_dir, t.name), sweep_dir / t.name)
+                               for t in trials], fused)
 
 
-def _error_line(log_path: pathlib.Path, trial_name: str) -> str:
-  """A failed trial's `error: ...` line in the log (`error: [NAME] ...` in a fused group's),
-  else the log's last line."""
-  lines = log_path.read_text(encoding='utf-8', errors='replace').strip().splitlines() \
-      if log_path.exists() else []
-  own = [line for line in lines if line.startswith(f'error: [{trial_name}] ')]
-  errors = own or [line for line in lines if line.startswith('error: ')]
-  return (errors or lines or ['(no output)'])[-1][:500]
+def fused_groups(sweep_dir: pathlib.Path, trials: list) -> list[list]:
+  """`trials` in fused groups (`seqlab.sweeps.fused.group`), found by a child process."""
+  with tempfile.TemporaryDirectory() as tmp:
+    out = pathlib.Path(tmp) / 'groups.json'
+    command = [*_command(sweep_dir, trials), f'--group_into={out}']
+    done = subprocess.run(command, env=child_env({'JAX_PLATFORMS': 'cpu'}), capture_output=True,
+                          text=True, check=False)
+    if done.returncode != 0 or not out.exists():
+      lines = (done.stderr.strip() or '(no output)').splitlines()
+      raise SeqlabError(f'could not group the trials for --fused: {lines[-1]}')
+    names = json.loads(out.read_text(encoding='utf-8'))
+  by_name = {t.name: t for t in trials}
+  return [[by_name[n] for n in group] for group in names]
 
 
-class SweepRun:
-  """The trials of one sweep directory and their status, saved to sweep.json."""
-
-  def __init__(self, sweep_dir: pathlib.Path, trials: list[sweep_lib.Trial],
-               commands: dict[str, list[str]]):
-    self.sweep_dir, self.trials = sweep_dir, trials
-    self.status = {t.name: {'overrides': t.overrides, 'command': printable(commands[t.name]),
-                            'status': 'pending'} for t in trials}
-
-  def save(self) -> None:
-    rundir.write_atomic(self.sweep_dir / STATUS_FILENAME,
-                        json.dumps({'trials': self.status}, indent=2, default=str))
-
-  def record(self, name: str, **fields) -> None:
-    self.status[name].update(fields)
-    self.save()
-
-
-def run_sweep(sweep_dir: pathlib.Path, trials: list[sweep_lib.Trial],
-              commands: dict[str, list[str]], parallel: int = 1,
-              fused_command_for=None, executor: str = 'local',
+def run_sweep(sweep_dir: pathlib.Path, trials: list[sweep_lib.Trial], commands: dict[str, str],
+              parallel: int = 1, fused: bool = False, executor: str = 'local',
               address: str | None = None) -> int:
   """Runs the trials not yet finished; returns the sweep's exit status.
 
-  `fused_command_for(trials)`, if given, fuses trials that share shapes: it
-  returns the command that trains such a group in one process. `executor`
-  'ray' runs the same commands as Ray tasks (`seqlab.ray_executor`), on the
-  cluster at `address` or on a local instance.
+  `commands[name]` re-runs that trial alone (recorded and printed). `fused`
+  trains trials that share shapes together, a process per group. `executor`
+  'ray' runs the same processes as Ray tasks (`seqlab.sweeps.ray_tasks`), on
+  the cluster at `address` or on a local instance.
   """
   if executor not in ('local', 'ray'):
     raise SeqlabError(f"unknown --executor {executor!r}; use 'local' or 'ray'")
@@ -161,29 +137,29 @@ def run_sweep(sweep_dir: pathlib.Path, trials: list[sweep_lib.Trial],
     sweep = SweepRun(sweep_dir, trials, commands)
     todo = []
     for trial in trials:
-      if is_finished(sweep_dir / trial.name, trial.config.train.num_steps):
+      if record.is_finished(sweep_dir / trial.name, trial.config.train.num_steps):
         sweep.status[trial.name]['status'] = 'done'
       else:
         todo.append(trial)
+        handoff.write_trial(sweep_dir, trial)
     sweep.save()
-    if fused_command_for is None:
-      tasks = [Task(t.name, (t,), commands[t.name]) for t in todo]
+    hparams.write_experiment(sweep_dir, trials)
+    if fused:
+      tasks = [Task(f'fused-{i}', tuple(g), _command(sweep_dir, g, fused=True), fused=True)
+               for i, g in enumerate(fused_groups(sweep_dir, todo) if todo else [])]
     else:
-      from seqlab.sweeps import fused  # pylint: disable=g-import-not-at-top
-      groups = fused.group([(t, sweep_dir / t.name) for t in todo])
-      tasks = [Task(f'fused-{i}', tuple(t for t, _ in g), fused_command_for([t for t, _ in g]))
-               for i, g in enumerate(groups)]
+      tasks = [Task(t.name, (t,), _command(sweep_dir, [t])) for t in todo]
     total = len(trials)
     print(f'sweep {sweep_dir}: {total} trials, {total - len(todo)} already done, {len(todo)} to '
-          f'run' + (f' in {len(tasks)} fused group(s)' if fused_command_for else ''), end='')
+          f'run' + (f' in {len(tasks)} fused group(s)' if fused else ''), end='')
     if executor == 'ray':
       print(' as Ray tasks', flush=True)
-      from seqlab.sweeps import ray_tasks as ray_executor  # pylint: disable=g-import-not-at-top
+      from seqlab.sweeps import ray_tasks  # pylint: disable=g-import-not-at-top
       for task in tasks:
         _write_log_header(sweep, task)
-      ray_executor.run(sweep, tasks, stop, address, parallel,
-                       lambda task, trial, code, seconds, node: _finish(
-                           sweep, task, trial, code, seconds, slot=node))
+      ray_tasks.run(sweep, tasks, stop, address, parallel,
+                    lambda task, trial, code, seconds, node: _finish(
+                        sweep, task, trial, code, seconds, slot=node))
     else:
       slots = make_slots(parallel)
       print(f' on {len(slots)} slot(s): {"; ".join(s.label for s in slots)}', flush=True)
@@ -239,16 +215,15 @@ def _conclude(sweep: SweepRun, stop: interrupts.StopRequest) -> int:
 
 def _write_log_header(sweep: SweepRun, task: Task) -> None:
   with open(sweep.sweep_dir / 'logs' / f'{task.name}.log', 'a', encoding='utf-8') as log:
-    log.write(f'$ {printable(task.command)}\n')
+    log.write(f'$ {handoff.printable(task.command)}\n')
 
 
 def _start(sweep: SweepRun, task: Task, slot: Slot):
-  command = task.command
   _write_log_header(sweep, task)
   log = open(sweep.sweep_dir / 'logs' / f'{task.name}.log', 'a', encoding='utf-8')  # pylint: disable=consider-using-with
   process = subprocess.Popen(  # pylint: disable=consider-using-with
-      command, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, **slot.env),
-      cwd=LAUNCH.parent, start_new_session=True)  # signals reach it only through the sweep
+      task.command, stdout=log, stderr=subprocess.STDOUT, env=child_env(slot.env),
+      start_new_session=True)  # signals reach it only through the sweep
   if slot.cpus:
     # Set while the new interpreter is still starting (single-threaded): every thread it
     # starts later, XLA's pool included, inherits these CPUs (checked in /proc). (No
@@ -259,9 +234,12 @@ def _start(sweep: SweepRun, task: Task, slot: Slot):
       pass
   for trial in task.trials:
     sweep.record(trial.name, status='running', slot=slot.label, pid=process.pid, log=task.name)
-  names = ', '.join(t.name for t in task.trials)
-  print(f'start {names if len(task.trials) == 1 else f"{task.name} ({names})"} on '
-        f'{slot.label}: {printable(command)}', flush=True)
+  if task.fused:  # the group's own command; sweep.json has each trial's
+    what = f'{task.name} ({", ".join(t.name for t in task.trials)})'
+    shown = handoff.printable(task.command)
+  else:
+    what, shown = task.name, sweep.status[task.name]['command']
+  print(f'start {what} on {slot.label}: {shown}', flush=True)
   return task, process, time.perf_counter(), log
 
 
@@ -271,10 +249,10 @@ def _finish(sweep: SweepRun, task: Task, trial: sweep_lib.Trial, returncode: int
   fields = {'exit_status': returncode, 'seconds': round(seconds, 1), 'pid': None}
   if slot is not None:
     fields['slot'] = slot
-  if is_finished(sweep.sweep_dir / trial.name, trial.config.train.num_steps):
+  if record.is_finished(sweep.sweep_dir / trial.name, trial.config.train.num_steps):
     results = rundir.load_json(sweep.sweep_dir / trial.name / rundir.RESULTS_FILENAME) or {}
     sweep.record(trial.name, status='done', error=None, **fields)
-    print(f'done  {trial.name} in {recorder.duration(seconds)}: best val loss '
+    print(f'done  {trial.name} in {duration(seconds)}: best val loss '
           f'{results.get("best_val_loss", float("nan")):.4f}', flush=True)
   elif returncode in (128 + signal.SIGTERM, 128 + signal.SIGINT, -signal.SIGTERM,
                       -signal.SIGINT):  # negative: the signal came before its handler was set
@@ -282,18 +260,6 @@ def _finish(sweep: SweepRun, task: Task, trial: sweep_lib.Trial, returncode: int
     print(f'stopped {trial.name}; re-run the sweep to continue it from its last checkpoint',
           flush=True)
   else:
-    error = _error_line(log_path, trial.name)
+    error = record.error_line(log_path, trial.name)
     sweep.record(trial.name, status='failed', error=error, **fields)
     print(f'FAILED {trial.name} (exit status {returncode}): {error}', flush=True)
-
-
-def summary(sweep: SweepRun) -> str:
-  lines = ['', '| trial | status | best val loss | at step |', '|---|---|---:|---:|']
-  for trial in sweep.trials:
-    status = sweep.status[trial.name]
-    results = rundir.load_json(sweep.sweep_dir / trial.name / rundir.RESULTS_FILENAME) or {}
-    best = results.get('best_val_loss')
-    lines.append(f'| {trial.name} | {status["status"]} | '
-                 f'{f"{best:.4f}" if best is not None else "-"} | '
-                 f'{results.get("best_step", "-")} |')
-  return '\n'.join(lines)

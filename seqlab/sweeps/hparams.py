@@ -1,0 +1,84 @@
+"""The HParams experiment of a sweep: the swept keys as TensorBoard's differing columns.
+
+Each trial writes its own session (its config values and final metrics) into
+its run directory. The sweep writes the one experiment summary that says which
+columns TensorBoard shows: the swept keys (`differs` where their values differ
+between trials), a few keys worth seeing anyway, and the final/* metrics. It
+goes into SWEEP_DIR's own event file (`*.sweep-hparams`), rewritten at each
+launch, so `tensorboard --logdir SWEEP_DIR` opens on it.
+
+tensorboardX's copy of TensorBoard's api.proto lacks HParamInfo's `differs`
+(field 7); it is added to the serialized message by hand.
+"""
+
+import json
+import pathlib
+
+from google.protobuf import struct_pb2
+from tensorboardX import writer as tbx_writer
+from tensorboardX.proto import api_pb2
+from tensorboardX.proto import plugin_hparams_pb2
+from tensorboardX.proto import summary_pb2
+
+from seqlab.run import metrics_writer
+
+EXPERIMENT_TAG = '_hparams_/experiment'
+SUFFIX = '.sweep-hparams'
+# Shown after the swept keys when the sweep does not set them: what a reader looks for first.
+CONSTANTS = ('model.cell', 'model.num_layers', 'model.hidden_size', 'model.dropout',
+             'optim.learning_rate', 'data.batch_size', 'data.seq_len', 'train.num_steps', 'seed')
+# The metrics each trial's recorder writes when it finishes (seqlab/run/recorder.py).
+FINAL_METRICS = ('final/val_loss', 'final/val_bpc', 'final/best_val_loss', 'final/test_loss',
+                 'final/test_bpc', 'final/chars_per_sec', 'final/num_params')
+_DIFFERS = b'\x38\x01'  # field 7 (differs), varint 1
+
+
+def _type(value) -> int:
+  if isinstance(value, bool):
+    return api_pb2.DATA_TYPE_BOOL
+  if isinstance(value, (int, float)):
+    return api_pb2.DATA_TYPE_FLOAT64
+  return api_pb2.DATA_TYPE_STRING
+
+
+def _hparam_info(name: str, values: list) -> api_pb2.HParamInfo:
+  """`name` with its distinct values as its domain; `differs` if there are several."""
+  distinct = list(dict.fromkeys(values))
+  types = {_type(v) for v in distinct}
+  kind = types.pop() if len(types) == 1 else api_pb2.DATA_TYPE_STRING
+  domain = struct_pb2.ListValue()
+  domain.extend(distinct if kind != api_pb2.DATA_TYPE_STRING else [str(v) for v in distinct])
+  info = api_pb2.HParamInfo(name=name, type=kind, domain_discrete=domain)
+  if len(distinct) > 1:
+    info = api_pb2.HParamInfo.FromString(info.SerializeToString() + _DIFFERS)
+  return info
+
+
+def columns(trials: list) -> list[tuple[str, list]]:
+  """(key, each trial's value): the swept keys in declaration order, then CONSTANTS."""
+  flat = [metrics_writer.flatten_config(json.loads(t.config.to_json_best_effort()))
+          for t in trials]
+  swept = list(dict.fromkeys(k for t in trials for k in t.overrides))
+  keys = swept + [k for k in CONSTANTS if k not in swept]
+  return [(k, [f[k] for f in flat]) for k in keys if all(k in f for f in flat)]
+
+
+def experiment_summary(trials: list) -> summary_pb2.Summary:
+  experiment = api_pb2.Experiment(
+      hparam_infos=[_hparam_info(k, values) for k, values in columns(trials)],
+      metric_infos=[api_pb2.MetricInfo(name=api_pb2.MetricName(tag=m)) for m in FINAL_METRICS])
+  content = plugin_hparams_pb2.HParamsPluginData(experiment=experiment, version=0)
+  metadata = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(
+      plugin_name='hparams', content=content.SerializeToString()))
+  return summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=EXPERIMENT_TAG,
+                                                              metadata=metadata)])
+
+
+def write_experiment(sweep_dir: pathlib.Path, trials: list) -> None:
+  """Replaces SWEEP_DIR's experiment summary with one for `trials`."""
+  sweep_dir = pathlib.Path(sweep_dir)
+  for old in sweep_dir.glob(f'events.out.tfevents.*{SUFFIX}'):
+    old.unlink()
+  writer = tbx_writer.FileWriter(str(sweep_dir), filename_suffix=SUFFIX)
+  writer.add_summary(experiment_summary(trials))
+  writer.close()
