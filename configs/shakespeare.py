@@ -10,7 +10,8 @@ Commands and what they measured (README.md, "Results", has the details):
       (2.1435 bpc) in 7.3 min on a 2-core CPU (2026-11-27).
   python launch.py --config configs/shakespeare.py:smoke
       tiny model, 40 steps, every code path (eval, test split, samples, checkpoints): 15-17 s
-      on CPU for the whole command (2026-11-27; mostly compilation).
+      on CPU for the whole command (2026-11-27; mostly compilation). Val 3.4916 nats/char on
+      one CPU device and on the 2 that the default `parallel.cpu_devices` gives a 2-core CPU.
 
   python launch.py --config configs/shakespeare.py --sweep --workdir runs/depth-width-dropout
       get_sweep's 27 trials (depth x width x dropout), one run directory each.
@@ -82,8 +83,10 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   # --- parallel: the devices and hosts of one run (README: "Scaling out").
   config.parallel = config_dict.ConfigDict()
   config.parallel.num_devices = 0  # 0: every device of every process; the batch is split over them
-  # CPU only: split the host into this many devices (0: JAX's default, one). One per core is
-  # ~1.5x faster for small models (README: Performance); the batch must divide by it.
+  # CPU only: split the host into this many devices, the batch over them (1: one device; the
+  # batch must divide by it). 0: one per core this process may use, on a host without an
+  # accelerator, lowered until it divides data.batch_size. One per core is ~1.5x faster for small
+  # models (docs/design.md); on a GPU/TPU host the setting changes nothing.
   config.parallel.cpu_devices = 0
   # Multi-host (jax.distributed): host:port of process 0, the process count and this process's
   # id; or $JAX_COORDINATOR_ADDRESS, $JAX_NUM_PROCESSES, $JAX_PROCESS_ID.
@@ -115,11 +118,15 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
 
 
 def apply_variants(config, arg: str | None, variants: dict, config_file: str):
-  """Applies the comma-separated variants of `arg` (`smoke`, `cpu,smoke`) in order."""
+  """Applies the comma-separated variants of `arg` (`smoke`, `cpu,smoke`) in order.
+
+  An unknown variant is a ValueError whose message is the one line `launch.py`
+  prints (`seqlab.command.parse_flags` unwraps it from ml_collections' traceback).
+  """
   for variant in filter(None, (arg or '').split(',')):
     if variant not in variants:
-      raise ValueError(f'unknown variant {variant!r} of {config_file}; '
-                       f'known: {sorted(variants)}')
+      raise ValueError(f'unknown variant {variant!r} of {config_file}; known variants: '
+                       f'{", ".join(sorted(variants))}')
     variants[variant](config)
   return config
 
@@ -131,7 +138,9 @@ def _cpu(config):
   config.model.dropout = 0.0  # ~12 epochs in 15 minutes: too few to overfit a 2x256 LSTM
   config.data.batch_size = 32  # half of 64 costs ~10% in chars/s but gives 2x the updates
   config.data.seq_len = 64
-  config.parallel.cpu_devices = 2  # one device per core: 1.47x the chars/s of one device
+  # One device per core on the 2-core CPU it was tuned on (1.47x the chars/s of one device);
+  # fixed, so that the run and its val loss are the same on a host with more cores.
+  config.parallel.cpu_devices = 2
   config.optim.learning_rate = 5e-3
   config.train.num_steps = 4900
 

@@ -54,6 +54,14 @@ def parse_flags(argv: list[str]) -> list[str]:
   try:
     return flags.FLAGS(argv)
   except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+    if 'Error whilst parsing config file' in str(e):
+      # What the config file's get_config raised (an unknown variant), which ml_collections
+      # wraps in its traceback: the original exception, at the end of the chain, is one line.
+      root = e
+      while root.__context__ is not None:
+        root = root.__context__
+      print(f'error: {root}', file=sys.stderr)
+      sys.exit(2)
     message = ' '.join(str(e).replace('\\n', ' ').replace('\\', '').replace("'", '').split())
     if isinstance(e, (AttributeError, KeyError)):
       message = f'unknown config field {message}'
@@ -81,7 +89,7 @@ def run(config, workdir: str | pathlib.Path | None, config_arg: str | None = Non
   device count is set and before anything starts it.
   """
   from seqlab import parallel  # pylint: disable=g-import-not-at-top
-  parallel.use_cpu_devices(config.parallel.get('cpu_devices', 0))  # before JAX starts
+  parallel.use_cpu_devices(config)  # before JAX starts; 0: one device per core on a CPU host
   parallel.initialize_distributed(config.parallel)  # a multi-host run: before all else
   if workdir is None:
     if parallel.is_multiprocess():

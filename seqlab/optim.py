@@ -1,9 +1,56 @@
 """Optimizer and learning-rate schedule from `config.optim`, all evaluated inside jit."""
 
+import math
+import numbers
+
 import jax.numpy as jnp
 import optax
 
 from seqlab.errors import SeqlabError
+
+NAMES = ('adam', 'adamw', 'rmsprop')
+SCHEDULES = ('constant', 'cosine', 'exponential')
+
+# field: (test, the allowed range as the error states it); values must also be finite.
+_RANGES = {
+    'learning_rate': (lambda x: x > 0, '> 0'),
+    'b1': (lambda x: 0 <= x < 1, 'in [0, 1)'),
+    'b2': (lambda x: 0 <= x < 1, 'in [0, 1)'),
+    'weight_decay': (lambda x: x >= 0, '>= 0'),
+    'grad_clip': (lambda x: x >= 0, '>= 0 (0: no clipping)'),
+    'warmup_steps': (lambda x: x >= 0, '>= 0'),
+    'final_lr_fraction': (lambda x: 0 < x <= 1, 'in (0, 1]'),
+    'decay_rate': (lambda x: 0 < x <= 1, 'in (0, 1]'),
+    'decay_after_epochs': (lambda x: x >= 0, '>= 0'),
+}
+
+
+def _words(options) -> str:
+  quoted = [repr(o) for o in options]
+  return ', '.join(quoted[:-1]) + ' or ' + quoted[-1]
+
+
+def check(optim_config) -> None:
+  """Raises SeqlabError, one line naming the field, its value and the allowed range,
+  for the first field of `optim_config` that is out of range.
+
+  Checks every field present (whichever schedule uses it), the config's own Python
+  values only: make_optimizer's traced `values` are the trials' own configs,
+  each checked when its run is built. Called by make_schedule and make_optimizer.
+  """
+  if optim_config.get('name', 'adam') not in NAMES:
+    raise SeqlabError(f'unknown optim.name {optim_config.name!r}; use {_words(NAMES)}')
+  for field, (test, allowed) in _RANGES.items():
+    if field not in optim_config:  # e.g. the bench's optimizer, which has no schedule fields
+      continue
+    value = optim_config[field]
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and \
+        math.isfinite(value) and test(value)
+    if not ok:
+      raise SeqlabError(f'optim.{field} must be {allowed}, got {value!r}')
+  if optim_config.get('schedule', 'constant') not in SCHEDULES:
+    raise SeqlabError(f'unknown optim.schedule {optim_config.schedule!r}; use '
+                      f'{_words(SCHEDULES)}')
 
 
 def make_schedule(optim_config, num_steps: int, steps_per_epoch: int) -> optax.Schedule:
@@ -12,6 +59,7 @@ def make_schedule(optim_config, num_steps: int, steps_per_epoch: int) -> optax.S
   'exponential' is char-rnn's: after `decay_after_epochs` epochs the rate is
   multiplied by `decay_rate` once per epoch.
   """
+  check(optim_config)
   lr, kind = optim_config.learning_rate, optim_config.schedule
   warmup = min(optim_config.warmup_steps, num_steps)
   if kind == 'constant':
@@ -27,7 +75,7 @@ def make_schedule(optim_config, num_steps: int, steps_per_epoch: int) -> optax.S
       epoch = step // steps_per_epoch
       return lr * rate ** jnp.maximum(0, epoch - decay_after + 1).astype(jnp.float32)
     return schedule
-  raise SeqlabError(f"unknown optim.schedule {kind!r}; use 'constant', 'cosine' or 'exponential'")
+  raise AssertionError(kind)  # check() refuses other schedules
 
 
 # The optimizer's numeric settings: `make_optimizer(..., values=...)` may give them
@@ -42,6 +90,7 @@ def make_optimizer(optim_config, schedule: optax.Schedule,
   `values` overrides NUMERIC_FIELDS (e.g. with traced scalars); whether to clip at
   all is still decided by `optim_config.grad_clip > 0`.
   """
+  check(optim_config)
   value = {name: optim_config[name] for name in NUMERIC_FIELDS} | (values or {})
   name = optim_config.name
   if name == 'adam':
@@ -52,7 +101,7 @@ def make_optimizer(optim_config, schedule: optax.Schedule,
   elif name == 'rmsprop':
     opt = optax.rmsprop(schedule, decay=value['b2'])
   else:
-    raise SeqlabError(f"unknown optim.name {name!r}; use 'adam', 'adamw' or 'rmsprop'")
+    raise AssertionError(name)  # check() refuses other names
   # The chain has the same structure with and without clipping, so that a run
   # can be resumed with another grad_clip.
   clip = optax.clip_by_global_norm(value['grad_clip']) if optim_config.grad_clip > 0 \

@@ -9,7 +9,12 @@ the all-reduce of the gradients. Each process builds only its own rows of
 every batch (`local_rows`), so hosts never ship data to each other.
 """
 
+import glob
+import importlib.metadata
+import importlib.util
 import os
+import pathlib
+import pkgutil
 
 import jax
 from jax.sharding import NamedSharding
@@ -53,23 +58,102 @@ def initialize_distributed(parallel_config) -> bool:
   return True
 
 
-def use_cpu_devices(count: int) -> None:
-  """Splits the host CPU into `count` JAX devices (0: JAX's default); call before any JAX op.
+def has_accelerator() -> bool:
+  """Whether JAX will likely find a GPU or TPU here, judged without starting JAX.
 
+  $JAX_PLATFORMS (or jax_platforms) decides if set. Otherwise an accelerator needs
+  both a JAX plugin (jax-cuda/rocm plugins, libtpu) and the hardware: a visible
+  NVIDIA GPU (/dev/nvidia*, /proc/driver/nvidia/gpus, $CUDA_VISIBLE_DEVICES not
+  empty), AMD's /dev/kfd, or a Google TPU on the PCI bus. A wrong answer only
+  costs speed: CPU devices are never used while JAX has an accelerator.
+  """
+  platforms = _jax_platforms()
+  if platforms:
+    return any(p.strip() not in ('', 'cpu') for p in platforms.split(','))
+  plugins = {e.name for e in importlib.metadata.entry_points(group='jax_plugins')}
+  namespace = importlib.util.find_spec('jax_plugins')
+  if namespace is not None and namespace.submodule_search_locations:
+    plugins |= {m.name for m in pkgutil.iter_modules(namespace.submodule_search_locations)}
+  if importlib.util.find_spec('libtpu') is not None:
+    plugins.add('tpu')
+  if not plugins:
+    return False
+  listed = os.environ.get('CUDA_VISIBLE_DEVICES')
+  nvidia = (any(os.path.exists(d) for d in ('/dev/nvidia0', '/dev/nvidiactl', '/dev/dxg')) or
+            (os.path.isdir('/proc/driver/nvidia/gpus') and os.listdir('/proc/driver/nvidia/gpus')))
+  if listed is not None:
+    nvidia = nvidia and any(d.strip() not in ('', '-1') for d in listed.split(','))
+  return bool(nvidia or os.path.exists('/dev/kfd') or _google_pci_device())
+
+
+def _google_pci_device() -> bool:
+  """A device of Google's PCI vendor id (a TPU), as JAX itself looks for one."""
+  for vendor in glob.glob('/sys/bus/pci/devices/*/vendor'):
+    try:
+      if pathlib.Path(vendor).read_text(encoding='ascii').strip() == '0x1ae0':
+        return True
+    except OSError:
+      pass
+  return False
+
+
+def _jax_platforms() -> str:
+  return jax.config.jax_platforms or os.environ.get('JAX_PLATFORMS', '')
+
+
+def _forced_host_devices() -> bool:
+  return 'xla_force_host_platform_device_count' in os.environ.get('XLA_FLAGS', '')
+
+
+def cpu_device_count(parallel_config, batch_size: int) -> int:
+  """The CPU devices a run asks for (0: leave JAX's default, one), JAX not started.
+
+  `parallel.cpu_devices` N >= 1 is exactly N. 0 (the default) is one device per
+  core this process may use (its CPU affinity: a sweep's trial gets its share),
+  on a host without an accelerator (`has_accelerator`), lowered to the largest
+  count that divides `batch_size` (so 0 never turns into a batch-size error);
+  JAX's default where XLA_FLAGS already forces a device count, in a multi-host
+  run, and with an accelerator.
+  """
+  count = parallel_config.get('cpu_devices', 0)
+  if count < 0:
+    raise SeqlabError('parallel.cpu_devices must be >= 0 (0: one per core on a host without '
+                      f'an accelerator), got {count}')
+  if count:
+    return count
+  multihost = (parallel_config.get('coordinator_address') or
+               os.environ.get('JAX_COORDINATOR_ADDRESS') or parallel_config.get('distributed'))
+  if multihost or _forced_host_devices() or batch_size < 1 or has_accelerator():
+    return 0
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+  count = max(n for n in range(1, (cores or 1) + 1) if batch_size % n == 0)
+  return count if count > 1 else 0  # one device: JAX's default, nothing to set
+
+
+def use_cpu_devices(config_or_count) -> int:
+  """Splits the host CPU into JAX devices; call before any JAX op. Returns the count set (0: none).
+
+  Given a run's config: `cpu_device_count(config.parallel, config.data.batch_size)`.
+  Given a number (the bench): exactly that many, 0 leaving JAX's default.
   One run then splits its batch over them as over GPUs, each device's
   computation on its own thread. On a CPU this pays for small models: a step of
   a small LSTM is a chain of small ops, one after another, that a single device
-  runs on about one core. The README's "Performance" section has the numbers.
-  It does not change the default platform: with GPUs present, runs use them.
+  runs on about one core (docs/design.md has the numbers). It does not change
+  the default platform: with GPUs present, runs use them.
   """
-  if count < 0:
-    raise SeqlabError(f'parallel.cpu_devices must be >= 0 (0: JAX\'s default), got {count}')
+  if isinstance(config_or_count, int):
+    count = config_or_count
+    if count < 0:
+      raise SeqlabError(f'parallel.cpu_devices must be >= 0 (0: JAX\'s default), got {count}')
+  else:
+    count = cpu_device_count(config_or_count.parallel, config_or_count.data.batch_size)
   if count:
     try:
       jax.config.update('jax_num_cpu_devices', count)
     except RuntimeError:
       raise SeqlabError('parallel.cpu_devices must be set before JAX starts; it was set after '
                         'something used a JAX device') from None
+  return count
 
 
 def is_multiprocess() -> bool:

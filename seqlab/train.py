@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 from seqlab.run import checkpoint
+from seqlab import cpu_estimate
 from seqlab import data
 from seqlab import interrupts
 from seqlab import loop
@@ -57,6 +58,7 @@ def build(config, workdir: pathlib.Path) -> Setup:
   if workdir.exists() and not workdir.is_dir():
     raise SeqlabError(f'--workdir {workdir} is a file, not a run directory; use another path')
   model_lib.ModelConfig.from_config(config.model, vocab_size=1)  # checks model.* before the data
+  optim.check(config.optim)
   _positive(config, 'data.batch_size', 'data.seq_len', 'train.num_steps', 'eval.every_steps',
             'eval.num_streams', 'eval.seq_len', 'log.every_steps', 'log.checkpoint_every_steps',
             'log.sample_every_steps', 'log.sample_length', 'data.max_vocab_size')
@@ -168,7 +170,14 @@ def _train(config, workdir: pathlib.Path, setup: Setup, stop_at_step: int | None
   try:
     state = loop.resume(member, fresh_state())
     start = int(state.step)
-    member.recorder.describe(model_lib.count_params(state.params), start, placement.describe())
+    num_params = model_lib.count_params(state.params)
+    member.recorder.describe(num_params, start, placement.describe())
+    if member.recorder.primary:  # a config sized for an accelerator says so at once on a CPU
+      note = cpu_estimate.note(placement.devices[0].platform, placement.num_devices, num_params,
+                               config.data.batch_size * config.data.seq_len,
+                               config.train.num_steps - start)
+      if note:
+        member.recorder.print(note)
     if stop_at_step is not None and start >= stop_at_step:
       member.recorder.print(f'already at step {start} >= {stop_at_step}; nothing to do')
       return None
