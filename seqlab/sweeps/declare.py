@@ -9,15 +9,19 @@ A config file declares its sweep next to `get_config`:
 A sweep is a list of overrides, one dict `{dotted config key: value}` per
 trial. The combinators build such lists: `axis` (one key, many values),
 `fixed` (one key, one value), `product` (every combination), `zipped`
-(element-wise, equal lengths) and `chain` (one list after the other).
+(element-wise, equal lengths) and `chain` (one list after the other). Ranges
+(`uniform`, `log_uniform`, `integer`, `choice`) are sampled into such lists by
+`random` and `quasi_random` (`seqlab.sweeps.space`), which combine the same way.
 
-`make_trials(base_config, overrides)` applies each dict to a copy of the base
-config (ml_collections checks keys and types) and names the trial after its
+`make_trials(base_config, overrides)` checks that every key is a field of the
+base config (one error line naming the key otherwise), applies each dict to a
+copy of it (ml_collections checks types) and names the trial after its
 overrides, e.g. `num_layers=2,dropout=0.5`: the name of its run directory.
 """
 
 import copy
 import dataclasses
+import difflib
 import hashlib
 import importlib.util
 import itertools
@@ -107,22 +111,51 @@ class Trial:
   config: config_dict.ConfigDict
 
 
+def _fields(node: config_dict.ConfigDict, prefix: str = '') -> tuple[set[str], set[str]]:
+  """The dotted keys of `node`'s fields (values) and of its groups (nested ConfigDicts)."""
+  fields, groups = set(), set()
+  for name, value in node.items():
+    if isinstance(value, config_dict.ConfigDict):
+      groups.add(prefix + name)
+      more_fields, more_groups = _fields(value, f'{prefix}{name}.')
+      fields |= more_fields
+      groups |= more_groups
+    else:
+      fields.add(prefix + name)
+  return fields, groups
+
+
+def check_key(base: config_dict.ConfigDict, key: Any) -> None:
+  """Raises SeqlabError (one line naming `key`) unless `key` is a field of `base`."""
+  fields, groups = _fields(base)
+  if isinstance(key, str) and key in fields:
+    return
+  if not isinstance(key, str):
+    raise SeqlabError(f'sweep key {key!r} is not a string; keys are dotted config fields, '
+                      "e.g. 'model.hidden_size'")
+  if key in groups:
+    example = min(f for f in fields if f.startswith(key + '.'))
+    raise SeqlabError(f'sweep key {key!r} is a group of the config, not a field; sweep its '
+                      f'fields, e.g. {example!r}')
+  close = difflib.get_close_matches(key, sorted(fields), n=1)
+  hint = f'did you mean {close[0]!r}?' if close else 'see the config file for its fields'
+  raise SeqlabError(f'sweep sets unknown config key {key!r}: not a field of the config; {hint}')
+
+
 def apply_overrides(base: config_dict.ConfigDict, overrides: Overrides) -> config_dict.ConfigDict:
   """A copy of `base` with dotted-key overrides; unknown keys and wrong types are errors."""
   config = copy.deepcopy(base)
   for key, value in overrides.items():
+    check_key(base, key)
     *groups, field = key.split('.')
     node = config
+    for group in groups:
+      node = node[group]
     try:
-      for group in groups:
-        node = node[group]
-      if not isinstance(node, config_dict.ConfigDict) or field not in node:
-        raise KeyError(key)
       node[field] = value
-    except (KeyError, AttributeError) as e:
-      raise SeqlabError(f'sweep sets unknown config key {key!r} ({e})') from None
-    except TypeError as e:
-      raise SeqlabError(f'sweep sets {key}={value!r}: {e}') from None
+    except (TypeError, ValueError) as e:
+      reason = ' '.join(str(e).split())  # one line
+      raise SeqlabError(f'sweep sets {key}={value!r}: {reason}') from None
   return config
 
 
@@ -163,6 +196,8 @@ def make_trials(base: config_dict.ConfigDict, sweep: list[Overrides]) -> list[Tr
   if not sweep:
     raise SeqlabError('the sweep has no trials')
   keys = list(dict.fromkeys(k for overrides in sweep for k in overrides))
+  for key in keys:
+    check_key(base, key)
   short = _short_keys(keys)
   trials, names = [], {}
   for i, overrides in enumerate(sweep):
