@@ -34,6 +34,7 @@ from seqlab import steps
 from seqlab import train
 from seqlab.errors import SeqlabError
 
+TRIAL_AXIS = 'trials'
 # Config keys that may differ between the trials of one fused group.
 FUSABLE = ('seed', 'model.dropout', 'optim.learning_rate',
            *(f'optim.{name}' for name in optim.NUMERIC_FIELDS))
@@ -123,19 +124,43 @@ def run_group(trials_and_dirs: list) -> int:
   return 1 if errors else 0
 
 
+def trial_mesh(num_trials: int, devices=None) -> jax.sharding.Mesh:
+  """The devices a fused group of `num_trials` is spread over, along its trial axis.
+
+  As many of this host's devices as divide the trials: 8 trials on 4 GPUs put 2
+  on each; 6 trials on 4 devices use 3 of them (each trial is whole on one
+  device, so the trials must divide the devices used). A trial's own batch is
+  not split: a fused group uses devices for more trials, a run alone for a
+  bigger batch.
+  """
+  devices = list(devices or jax.local_devices())
+  return jax.sharding.Mesh(np.array(devices[:devices_used(num_trials, len(devices))]),
+                           (TRIAL_AXIS,))
+
+
+def devices_used(num_trials: int, num_devices: int) -> int:
+  """The most devices, up to `num_devices`, that `num_trials` divide into."""
+  return max(d for d in range(1, num_devices + 1) if num_trials % d == 0)
+
+
 class FusedProgram:
-  """The steps of K fused trials: one vmapped step over their stacked states, on one device."""
+  """The steps of K fused trials: one vmapped step over their stacked states, the trial axis
+  sharded over the host's devices (`trial_mesh`)."""
   can_roll_back = False
 
   def __init__(self, members: list, states: list, model):
     first = members[0]
+    self.mesh = trial_mesh(len(members))
+    by_trial = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(TRIAL_AXIS))
     self._fused_step = jax.jit(make_fused_step(
         model, first.config.optim, first.config.train.num_steps,
-        first.setup.batches.batches_per_epoch), donate_argnums=0)
+        first.setup.batches.batches_per_epoch), in_shardings=by_trial, out_shardings=by_trial,
+        donate_argnums=0)
+    self._put = lambda tree: jax.device_put(tree, by_trial)
     self._setups = [m.setup for m in members]
-    self.stacked = jax.device_put(_stack(states), jax.devices()[0])
-    self._values = {k: np.asarray([trial_values(m.config)[k] for m in members], np.float32)
-                    for k in trial_values(first.config)}
+    self.stacked = self._put(_stack(states))
+    self._values = self._put({k: np.asarray([trial_values(m.config)[k] for m in members],
+                                            np.float32) for k in trial_values(first.config)})
 
   def step(self, step: int, lr_scales: np.ndarray):
     data_start = time.perf_counter()
@@ -143,8 +168,8 @@ class FusedProgram:
     inputs, targets = (np.stack([b[j] for b in batches]) for j in (0, 1))
     resets = np.asarray([b[2] for b in batches])
     data_seconds = time.perf_counter() - data_start
-    self.stacked, metrics = self._fused_step(self.stacked, inputs, targets, resets,
-                                             self._values, lr_scales)
+    self.stacked, metrics = self._fused_step(self.stacked, *self._put((inputs, targets, resets)),
+                                             self._values, self._put(lr_scales))
     return metrics, data_seconds
 
   def state_of(self, i: int):
@@ -172,12 +197,14 @@ def _train_group(members: list, stop_request: interrupts.StopRequest) -> dict:
           member.setup.model_config, member.setup.optimizer, member.config.data.batch_size,
           member.config.seed)))
       member.recorder.describe(model_lib.count_params(states[-1].params), int(states[-1].step),
-                               'fused on one device')
+                               'fused')
     start = int(states[0].step)
     cfg = first_setup.model_config
+    program = FusedProgram(group, states, model)
     print(f'fused: {len(group)} trials of {cfg.num_layers}x{cfg.hidden_size} {cfg.cell} in one '
-          'step, ' + (f'resuming at step {start}' if start else 'from step 0'), flush=True)
-    loop.run(FusedProgram(group, states, model), group, tools, start, stop_request)
+          f'step on {program.mesh.size} {jax.local_devices()[0].platform} device(s), '
+          + (f'resuming at step {start}' if start else 'from step 0'), flush=True)
+    loop.run(program, group, tools, start, stop_request)
   finally:
     for member in group:
       member.recorder.close()
