@@ -12,6 +12,7 @@ import shutil
 
 import pytest
 
+from conftest import tiny_config
 from configs import shakespeare
 from seqlab import train
 from seqlab.errors import SeqlabError
@@ -61,7 +62,8 @@ def test_bad_data_is_refused_before_the_run_directory_exists(tmp_path, overrides
   assert not (tmp_path / 'run').exists()
 
 
-@pytest.mark.parametrize('overrides,message', [
+# Config values refused whatever the run directory holds.
+BAD_VALUES = [
     ({'model.hidden_size': 0}, 'model.hidden_size must be >= 1, got 0'),
     ({'model.num_layers': -1}, 'model.num_layers must be >= 1, got -1'),
     ({'train.num_steps': -5}, 'train.num_steps must be >= 1, got -5'),
@@ -71,14 +73,28 @@ def test_bad_data_is_refused_before_the_run_directory_exists(tmp_path, overrides
     ({'model.dropout': -0.1}, r'model.dropout must be in \[0, 1\), got -0.1'),
     ({'model.cell': 'transformer'}, "unknown model.cell 'transformer'"),
     ({'train.on_nonfinite': 'retry'}, "train.on_nonfinite must be 'stop' or 'rollback'"),
+]
+BAD_VALUE_IDS = ['hidden-0', 'layers-negative', 'steps-negative', 'batch-0', 'seq-0', 'dropout-1',
+                 'dropout-negative', 'cell', 'nan-policy']
+
+
+@pytest.mark.parametrize('overrides,message', BAD_VALUES, ids=BAD_VALUE_IDS)
+def test_bad_config_is_refused_before_the_run_directory_exists(text_file, tmp_path, overrides,
+                                                               message):
+  with pytest.raises(SeqlabError, match=message) as error:
+    train.train_and_evaluate(tiny_config(text_file, **overrides), tmp_path / 'run')
+  assert '\n' not in str(error.value)
+  assert not (tmp_path / 'run').exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('overrides,message', BAD_VALUES + [
     ({'model.num_layers': 3}, r'holds a run with model.num_layers=2, but the config says 3; '
                               r'use a new --workdir'),
     ({'model.hidden_size': 64}, r'holds a run with model.hidden_size=32'),
     ({'data.vocab': 'byte'}, r"holds a run with data.vocab='char'"),
     ({'train.num_steps': 20}, r'is at step 40, past train.num_steps=20'),
-], ids=['hidden-0', 'layers-negative', 'steps-negative', 'batch-0', 'seq-0', 'dropout-1',
-        'dropout-negative', 'cell', 'nan-policy', 'other-depth', 'other-width', 'other-vocab',
-        'fewer-steps'])
+], ids=BAD_VALUE_IDS + ['other-depth', 'other-width', 'other-vocab', 'fewer-steps'])
 def test_bad_config_leaves_an_existing_run_untouched(smoke_run, tmp_path, overrides, message):
   workdir = tmp_path / 'run'
   shutil.copytree(smoke_run, workdir)
@@ -89,6 +105,7 @@ def test_bad_config_leaves_an_existing_run_untouched(smoke_run, tmp_path, overri
   assert _files(workdir) == before
 
 
+@pytest.mark.slow
 def test_a_damaged_checkpoint_is_named_and_left_as_it_is(smoke_run, tmp_path):
   workdir = tmp_path / 'run'
   shutil.copytree(smoke_run, workdir)
@@ -96,8 +113,8 @@ def test_a_damaged_checkpoint_is_named_and_left_as_it_is(smoke_run, tmp_path):
     if path.is_file():
       path.write_bytes(b'\x00garbage')
   before = _files(workdir)
-  with pytest.raises(SeqlabError, match=r'checkpoint .*checkpoints/latest/40 cannot be read '
-                                        r'.* it is damaged: move it out') as error:
+  with pytest.raises(SeqlabError, match=r'checkpoint .*checkpoints/latest/40 is damaged \(.*\); '
+                                        r'move it out of the run directory') as error:
     train.train_and_evaluate(_smoke_config(**{'train.num_steps': 60}), workdir)
   assert '\n' not in str(error.value)
   assert _files(workdir) == before

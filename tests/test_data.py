@@ -238,6 +238,7 @@ def test_bad_paths_and_short_corpora_give_clear_errors(tmp_path):
     data.split_bounds(100, 0.6, 0.5)
 
 
+@pytest.mark.slow
 def test_enwik8_config_trains_on_bytes_with_the_standard_split(tmp_path, monkeypatch):
   """configs/enwik8.py:smoke end to end on a small stand-in for enwik8 (no network)."""
   from configs import enwik8  # pylint: disable=g-import-not-at-top

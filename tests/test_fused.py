@@ -3,29 +3,15 @@
 import jax
 import numpy as np
 import pytest
-from tensorboard.backend.event_processing import event_accumulator
 
-from conftest import tiny_config
-from seqlab.run import checkpoint
+from conftest import final_params, scalars, tiny_config
 from seqlab.sweeps import fused
 from seqlab import interrupts
-from seqlab import steps
 from seqlab.sweeps import declare as sweep
 from seqlab import train
 
 
-def _losses(run_dir):
-  events = event_accumulator.EventAccumulator(str(run_dir))
-  events.Reload()
-  return [(e.step, e.value) for e in events.Scalars('train/loss')]
-
-
-def _params(run_dir, config):
-  setup = train.build(config, run_dir)
-  like = steps.init_state(setup.model_config, setup.optimizer, config.data.batch_size, config.seed)
-  return checkpoint.Checkpoints(run_dir).restore('latest', like)[0].params
-
-
+@pytest.mark.slow
 def test_fused_trials_equal_trials_trained_alone(text_file, tmp_path):
   base = tiny_config(text_file, **{'train.num_steps': 16, 'eval.every_steps': 8,
                                    'log.every_steps': 1, 'log.checkpoint_every_steps': 8,
@@ -44,13 +30,13 @@ def test_fused_trials_equal_trials_trained_alone(text_file, tmp_path):
     for key in ('val_loss', 'best_val_loss', 'test_loss'):
       if key in alone:
         assert results[key] == pytest.approx(alone[key], rel=2e-5), (trial.name, key)
-    fused_losses, alone_losses = _losses(together), _losses(tmp_path / 'alone' / trial.name)
+    fused_losses = scalars(together, 'train/loss')
+    alone_losses = scalars(tmp_path / 'alone' / trial.name, 'train/loss')
     assert [s for s, _ in fused_losses] == list(range(1, 17))
     np.testing.assert_allclose([v for _, v in fused_losses], [v for _, v in alone_losses],
                                rtol=2e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-                 _params(together, trial.config), _params(tmp_path / 'alone' / trial.name,
-                                                          trial.config))
+                 final_params(together), final_params(tmp_path / 'alone' / trial.name))
   # The two trials really differ (learning rate, dropout and seed reach the fused step).
   a, b = (train.rundir.load_json(tmp_path / 'fused' / t.name / 'results.json') for t in trials)
   assert a['val_loss'] != b['val_loss']

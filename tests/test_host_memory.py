@@ -1,24 +1,23 @@
 """seqlab.host_memory: after it, XLA:CPU's temporary buffers are reused, not faulted in anew."""
 
 import json
-import os
-import subprocess
 import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import start_command
 
-# A jitted function with a 64 MiB intermediate (4096 x 4096 fp32): XLA:CPU allocates it as a
-# temporary buffer at every call. Page faults per call, averaged over windows of 5 calls; the
-# fewest of 6 windows is reported (with the settings, the heap takes up to ~15 calls to grow
-# to the size it then keeps).
+# A jitted function with a 64 MiB intermediate (4096 x 4096 fp32; a product of rank 16, cheap
+# to compute): XLA:CPU allocates it as a temporary buffer at every call. Page faults per call,
+# averaged over windows of 5 calls; the fewest of 6 windows is reported (with the settings, the
+# heap takes up to ~15 calls to grow to the size it then keeps). The settings must be applied
+# before JAX starts its threads, hence a fresh interpreter.
 _PROGRAM = '''
 import json, resource, sys
 from seqlab import host_memory
 applied = host_memory.reuse_freed_memory()
 import jax, jax.numpy as jnp
-x, w = jnp.ones((4096, 1024)), jnp.ones((1024, 4096)) / 1024
+x, w = jnp.ones((4096, 16)), jnp.ones((16, 4096)) / 16
 w2 = jnp.ones((4096, 64)) / 4096
 f = jax.jit(lambda x, w, w2: jnp.tanh(x @ w) @ w2)
 windows = []
@@ -32,16 +31,16 @@ print(json.dumps({'applied': applied, 'faults_per_call': faults}))
 '''
 
 
-def _run(tuning: str) -> dict:
-  env = dict(os.environ, PYTHONPATH=str(ROOT), SEQLAB_MALLOC_TUNING=tuning, JAX_PLATFORMS='cpu')
-  out = subprocess.run([sys.executable, '-c', _PROGRAM], env=env, capture_output=True,
-                       text=True, timeout=300, check=True).stdout
-  return json.loads(out.strip().splitlines()[-1])
-
-
 @pytest.mark.skipif(not sys.platform.startswith('linux'), reason='glibc malloc only')
 def test_temporary_buffers_are_reused_instead_of_faulted_in_at_every_call():
-  default, tuned = _run('0'), _run('1')
+  # glibc's defaults and the settings, side by side (~2 s each, mostly importing JAX).
+  processes = [start_command(code=_PROGRAM, env={'SEQLAB_MALLOC_TUNING': tuning,
+                                                 'JAX_PLATFORMS': 'cpu'})
+               for tuning in ('0', '1')]
+  outputs = [process.communicate(timeout=300) for process in processes]
+  for process, (_, err) in zip(processes, outputs):
+    assert process.returncode == 0, err
+  default, tuned = (json.loads(out.strip().splitlines()[-1]) for out, _ in outputs)
   assert not default['applied'] and tuned['applied']
   # 64 MiB in 4 KiB pages is 16,384 faults: glibc's default maps the buffer anew every call.
   assert default['faults_per_call'] > 10_000

@@ -1,18 +1,15 @@
 """Neuron recording, text features, unit search, and `python -m seqlab.neurons` on a smoke run."""
 
 import json
-import os
 import pathlib
 import re
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import random_params, run_command
 from seqlab import data
 from seqlab.models import char_rnn as model_lib
 from seqlab.analysis import neurons
@@ -22,8 +19,10 @@ from seqlab.run import load as runs
 def _fake_run(cell, text):
   vocab = data.Vocabulary.from_units('char', data.to_units(text.encode(), 'char'))
   config = model_lib.ModelConfig(vocab_size=vocab.size, cell=cell, num_layers=2, hidden_size=8)
-  return runs.LoadedRun(pathlib.Path('none'), None, vocab, model_lib.CharLM(config),
-                        model_lib.init_params(config, seed=1), step=0, which='best')
+  model = model_lib.CharLM(config)
+  params = random_params(model.init, jnp.zeros((1, 1), jnp.int32), model_lib.init_carry(config, 1),
+                         seed=1)
+  return runs.LoadedRun(pathlib.Path('none'), None, vocab, model, params, step=0, which='best')
 
 
 @pytest.mark.parametrize('cell', ['lstm', 'gru', 'rnn'])
@@ -36,8 +35,9 @@ def test_recorded_units_equal_the_models_own_forward_pass(cell):
   assert recording.units[:2] == [f'0/{kinds[0]}/0', f'0/{kinds[0]}/1']
   # Reference: one symbol at a time through the ordinary model, reading the carry after each.
   carry, logits_steps = run.model.init_carry(1), []
+  step = jax.jit(lambda token, carry: run.model.apply({'params': run.params}, token, carry))
   for t, token in enumerate(run.vocab.encode(text)):
-    logits, carry = run.model.apply({'params': run.params}, jnp.array([[token]]), carry)
+    logits, carry = step(jnp.array([[token]]), carry)
     logits_steps.append(logits[0, 0])
     expected = np.concatenate([np.asarray(s[0]) for layer in carry
                                for s in (layer if cell == 'lstm' else (layer,))])
@@ -82,11 +82,10 @@ def test_unit_search_finds_a_unit_that_tracks_quotes():
 
 
 def _neurons_cli(*args):
-  env = dict(os.environ, PYTHONPATH=str(ROOT))
-  return subprocess.run([sys.executable, '-m', 'seqlab.neurons', *args], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=300)
+  return run_command(*args, module='seqlab.neurons')
 
 
+@pytest.mark.slow
 def test_neurons_cli_on_a_smoke_run(smoke_run, tmp_path):
   text = tmp_path / 'play.txt'
   text.write_text('ROMEO:\nBut soft, what light through yonder window breaks?\n\n'
@@ -111,6 +110,7 @@ def test_neurons_cli_on_a_smoke_run(smoke_run, tmp_path):
   assert '| speaker_name |' in result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('args, message', [
     (('--text', 'missing.txt'), '--text missing.txt is not a file'),
     (('--unit', '1-c-3'), 'write units as layer/state/index'),

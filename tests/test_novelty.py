@@ -37,6 +37,7 @@ def test_fraction_matches_brute_force(n, alphabet):
   assert 0 < report[str(n)] < 1 or n == 1
 
 
+@pytest.mark.slow
 def test_training_logs_novelty_into_results(smoke_run):
   results = json.loads((smoke_run / 'results.json').read_text())
   fractions = results['copied_ngram_fraction']

@@ -5,21 +5,18 @@ The 4 devices are CPU devices forced with XLA_FLAGS, so the runs happen in
 subprocesses (`launch.py`) and the other tests keep their single device.
 """
 
-import os
 import socket
 import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
-from tensorboard.backend.event_processing import event_accumulator
 
-from conftest import ROOT, TINY, tiny_config
-from seqlab.run import checkpoint
+from conftest import ROOT, TINY, final_params, scalars, start_command, tiny_config, write_corpus
 from seqlab.run import directory as rundir
-from seqlab import steps
 from seqlab import train
+
+pytestmark = pytest.mark.slow  # every test launches runs in subprocesses
 
 # Dropout on, so the test also checks that the masks do not depend on the sharding; 8 streams,
 # so the batch splits over 4 devices and evaluation (4 streams) does too.
@@ -40,15 +37,13 @@ def _flags(text_file) -> list[str]:
 def _launch(workdir, text_file, devices_per_process: int | None, extra_env=None,
             extra_flags=()):
   """launch.py in a subprocess; `devices_per_process` CPU devices forced with XLA_FLAGS."""
-  env = dict(os.environ, JAX_PLATFORMS='cpu', **(extra_env or {}))
-  env.pop('XLA_FLAGS', None)
-  if devices_per_process:
-    env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices_per_process}'
-  return subprocess.Popen(
-      [sys.executable, str(ROOT / 'launch.py'),
-       '--config', str(ROOT / 'configs/shakespeare.py:smoke'),
-       '--workdir', str(workdir), *_flags(text_file), *extra_flags],
-      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  forced = f'--xla_force_host_platform_device_count={devices_per_process}' \
+      if devices_per_process else None
+  return start_command(
+      '--config', ROOT / 'configs/shakespeare.py:smoke', '--workdir', workdir,
+      *_flags(text_file), *extra_flags,
+      env={'JAX_PLATFORMS': 'cpu', 'XLA_FLAGS': forced, **(extra_env or {})},
+      stderr=subprocess.STDOUT)
 
 
 def _finish(process, timeout=300) -> str:
@@ -61,17 +56,7 @@ def _finish(process, timeout=300) -> str:
 
 
 def _losses(workdir):
-  events = event_accumulator.EventAccumulator(str(workdir), size_guidance={'scalars': 0})
-  events.Reload()
-  return {tag: [(e.step, e.value) for e in events.Scalars(tag)]
-          for tag in ('train/loss', 'val/loss')}
-
-
-def _params(workdir, config):
-  setup = train.build(config, workdir)
-  like = steps.init_state(setup.model_config, setup.optimizer, config.data.batch_size,
-                          config.seed)
-  return checkpoint.Checkpoints(workdir).restore('latest', like)[0].params
+  return {tag: scalars(workdir, tag) for tag in ('train/loss', 'val/loss')}
 
 
 @pytest.fixture(scope='module')
@@ -79,24 +64,21 @@ def one_device_run(tmp_path_factory):
   """The reference: the same run in this process, on its one CPU device."""
   assert jax.device_count() == 1
   root = tmp_path_factory.mktemp('parallel')
-  text_file = root / 'corpus.txt'
-  lines = [f'{name}: the {thing} is {adj}.\n' for name in ('ANNA', 'BORIS', 'CLEO')
-           for thing in ('cat', 'sea', 'moon', 'road') for adj in ('red', 'calm', 'old')]
-  text_file.write_text(''.join(lines) * 8)
+  text_file = write_corpus(root / 'corpus.txt')
   config = tiny_config(text_file, **OVERRIDES)
   results = train.train_and_evaluate(config, root / 'one')
-  return text_file, config, results, _losses(root / 'one'), _params(root / 'one', config)
+  return text_file, config, results, _losses(root / 'one'), final_params(root / 'one')
 
 
 def _assert_same_run(one_device_run, workdir, results):
-  _, config, ref_results, ref_losses, ref_params = one_device_run
+  _, _, ref_results, ref_losses, ref_params = one_device_run
   losses = _losses(workdir)
   for tag, ref in ref_losses.items():
     assert [s for s, _ in losses[tag]] == [s for s, _ in ref]
     np.testing.assert_allclose([v for _, v in losses[tag]], [v for _, v in ref], rtol=2e-5)
   np.testing.assert_allclose(results['val_loss'], ref_results['val_loss'], rtol=2e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
-               _params(workdir, config), ref_params)
+               final_params(workdir), ref_params)
 
 
 def test_four_devices_train_like_one(one_device_run, tmp_path):
@@ -133,7 +115,8 @@ def test_negative_cpu_devices_is_one_error_line(one_device_run, tmp_path):
   out, _ = process.communicate(timeout=120)
   assert process.returncode == 2
   assert out.strip().splitlines()[-1] == (
-      "error: parallel.cpu_devices must be >= 0 (0: JAX's default), got -2")
+      'error: parallel.cpu_devices must be >= 0 (0: one per core on a host without an '
+      'accelerator), got -2')
   assert not (tmp_path / 'bad').exists()
 
 
@@ -159,7 +142,6 @@ def test_two_processes_train_like_one_device(one_device_run, tmp_path):
   samples = (workdir / 'samples.md').read_text()
   assert samples.count('## step 15') == 1 and samples.count('## step 20') == 1
   _assert_same_run(one_device_run, workdir, rundir.load_json(workdir / 'results.json'))
-
 
 
 def test_a_one_device_checkpoint_resumes_on_four_devices(one_device_run, tmp_path):

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import random_params
 from seqlab.models import cells
 from seqlab.models import char_rnn as model_lib
 from seqlab.models import recurrence
@@ -14,6 +15,15 @@ CELLS = ['rnn', 'gru', 'lstm']
 
 def _random(shape, seed, scale=0.5):
   return jnp.asarray(np.random.default_rng(seed).normal(scale=scale, size=shape), jnp.float32)
+
+
+def _model(vocab=11, **fields):
+  """A 2-layer model and random parameters for it (the same for every `backward`/`unroll`)."""
+  config = model_lib.ModelConfig(vocab_size=vocab, num_layers=2, **fields)
+  model = model_lib.CharLM(config)
+  params = random_params(model.init, jnp.zeros((1, 1), jnp.int32),
+                         model_lib.init_carry(config, 1), seed=0)
+  return model, params
 
 
 @pytest.mark.parametrize('cell', CELLS)
@@ -33,8 +43,9 @@ def test_fused_scan_gradients_equal_autodiff(cell):
                                     for c in jax.tree.leaves(final))
 
   args = (kernel, bias, xp, carry)
-  fused_value, fused = jax.value_and_grad(loss, argnums=(1, 2, 3, 4))('fused', *args)
-  ref_value, ref = jax.value_and_grad(loss, argnums=(1, 2, 3, 4))('autodiff', *args)
+  value_and_grad = jax.jit(jax.value_and_grad(loss, argnums=(1, 2, 3, 4)), static_argnums=0)
+  fused_value, fused = value_and_grad('fused', *args)
+  ref_value, ref = value_and_grad('autodiff', *args)
   np.testing.assert_allclose(fused_value, ref_value, rtol=1e-6)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), fused, ref)
   assert all(np.abs(g).sum() > 0 for g in jax.tree.leaves(fused))
@@ -45,10 +56,7 @@ def test_fused_scan_gradients_equal_autodiff(cell):
 def test_model_loss_gradients_fused_equal_autodiff(cell, unroll):
   """The whole model (two layers, embedding, dropout off) and its carried state."""
   def grads(backward):
-    config = model_lib.ModelConfig(vocab_size=11, cell=cell, num_layers=2, hidden_size=8,
-                                   unroll=unroll, backward=backward)
-    model = model_lib.CharLM(config)
-    params = model_lib.init_params(config, seed=0)
+    model, params = _model(cell=cell, hidden_size=8, unroll=unroll, backward=backward)
     tokens = jnp.asarray(np.random.default_rng(0).integers(0, 11, size=(4, 10)), jnp.int32)
     carry0 = jax.tree.map(lambda c: c + 0.1, model.init_carry(4))
 
@@ -72,10 +80,7 @@ to bf16 precision (about 1% of each gradient's scale), not to fp32's.
   tokens = jnp.asarray(np.random.default_rng(0).integers(0, 11, size=(4, 10)), jnp.int32)
 
   def run(dtype, backward):
-    config = model_lib.ModelConfig(vocab_size=11, cell=cell, num_layers=2, hidden_size=16,
-                                   matmul_dtype=dtype, backward=backward)
-    model = model_lib.CharLM(config)
-    params = model_lib.init_params(config, seed=0)
+    model, params = _model(cell=cell, hidden_size=16, matmul_dtype=dtype, backward=backward)
 
     def loss(params):
       logits, _ = model.apply({'params': params}, tokens[:, :-1], model.init_carry(4))
