@@ -5,7 +5,7 @@ r"""Byte-level LSTM on enwik8 (100 MB of Wikipedia), with the literature's 90M/5
       and test bits per byte (bpc), the number enwik8 papers quote. Trains at 730k bytes/s on
       one H200 (measured on a 100 MB stand-in, 2026-11-27), so about 7.5 minutes of training.
       Not yet trained on enwik8 itself: our machines cannot reach mattmahoney.net, so there is
-      no val bpc to quote here yet (README, "Scaling out").
+      no val bpc to quote here yet (docs/scaling.md).
   python launch.py --config configs/enwik8.py:smoke --workdir runs/enwik8-smoke
       a tiny model for 40 steps: checks the download, the byte vocabulary and the split.
 

@@ -1,6 +1,6 @@
 r"""Character-level LSTM on tiny Shakespeare (the post's model), with variants.
 
-Commands and what they measured (README.md, "Results", has the details):
+Commands and what they measured (README.md and experiments/cpu_15min have the details):
 
   python launch.py --config configs/shakespeare.py
       3x512 LSTM, dropout 0.5, 6,000 steps: val 1.4566 nats/char (2.1014 bpc) in 94 s on one
@@ -80,7 +80,7 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   config.train.rollback_lr_factor = 0.5
   config.train.max_rollbacks = 3
 
-  # --- parallel: the devices and hosts of one run (README: "Scaling out").
+  # --- parallel: the devices and hosts of one run (docs/scaling.md).
   config.parallel = config_dict.ConfigDict()
   config.parallel.num_devices = 0  # 0: every device of every process; the batch is split over them
   # CPU only: split the host into this many devices, the batch over them (1: one device; the
@@ -132,7 +132,7 @@ def apply_variants(config, arg: str | None, variants: dict, config_file: str):
 
 
 def _cpu(config):
-  """The best model we found for 15 minutes on a 2-core CPU (README: Results)."""
+  """The best model we found for 15 minutes on a 2-core CPU (experiments/cpu_15min)."""
   config.model.num_layers = 2
   config.model.hidden_size = 256
   config.model.dropout = 0.0  # ~12 epochs in 15 minutes: too few to overfit a 2x256 LSTM

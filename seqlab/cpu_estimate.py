@@ -22,7 +22,7 @@ THRESHOLD_S = 30 * 60
 
 # The fraction of the measured matmul rate that training reaches, end to end (steps, evaluation,
 # checkpoints), on one CPU device and on a host split into one device per core. Calibrated on
-# the 2-core CPU of README.md ("Results"; experiments/performance), whose 2048^3 matmul ceiling
+# the 2-core CPU of README.md (results; experiments/performance), whose 2048^3 matmul ceiling
 # measured 172-208 GFLOP/s: the 3x512 LSTM took 23 min per 1,000 steps on one device (87% of
 # 172 in its steps alone; 90% split in two), :cpu 4,900 steps in 7.3 min split in two (70% end to
 # end); smaller models reach less (2x128 LSTM: 50% on one device, 64% split). At 172 GFLOP/s

@@ -1,4 +1,4 @@
-"""Measurements for README "Scaling out" (run from the repository root).
+"""Measurements for docs/scaling.md (run from the repository root).
 
   python -m experiments.scale_out.measure devices      # 4 forced CPU devices vs 1
   python -m experiments.scale_out.measure corpus FILE  # a 100 MB corpus: memory, data time

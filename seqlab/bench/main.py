@@ -6,7 +6,7 @@ after compilation and warm-up), its GFLOP/s counting 6 x parameters x chars
 and their fraction of the ceiling, compile time and peak memory; the same
 model trained by PyTorch (nn.Embedding -> nn.LSTM/GRU/RNN -> nn.Linear, Adam,
 clipping) when torch is installed; and sampling chars/s at batch 1 and 64.
-Every measurement runs in its own process (`seqlab.bench_worker`). Prints
+Every measurement runs in its own process (`seqlab.bench.worker`). Prints
 markdown tables; `--out` writes everything as JSON.
 """
 
@@ -47,10 +47,8 @@ _OUT = flags.DEFINE_string('out', None, 'JSON file for all results.')
 
 def measure(kind: str, **args) -> dict:
   """Runs one measurement in a fresh process and returns its JSON result."""
-  root = pathlib.Path(__file__).resolve().parents[2]
-  env = dict(os.environ, PYTHONPATH=f'{root}{os.pathsep}{os.environ.get("PYTHONPATH", "")}')
   result = subprocess.run([sys.executable, '-m', 'seqlab.bench.worker', kind, json.dumps(args)],
-                          capture_output=True, text=True, env=env, check=False)
+                          capture_output=True, text=True, check=False)
   if result.returncode:
     tail = result.stderr.strip().splitlines()[-1:] or ['(no output)']
     raise RuntimeError(f'benchmark {kind} {args} failed: {tail[0]}')

@@ -1,4 +1,4 @@
-"""One benchmark measurement per process: `python -m seqlab.bench_worker KIND '{json args}'`.
+"""One benchmark measurement per process: `python -m seqlab.bench.worker KIND '{json args}'`.
 
 `seqlab.bench` starts a fresh process for every measurement, so each one's peak
 memory is its own and JAX and PyTorch never share threads. Prints one JSON line.

@@ -146,7 +146,7 @@ def _emit_carry(step):
 class Dropout(nn.Module):
   """`nn.Dropout` (same masks for the same key), with a rate that may be a traced value.
 
-  A traced rate lets fused sweep trials (`seqlab.fused`) differ in dropout
+  A traced rate lets fused sweep trials (`seqlab.sweeps.fused`) differ in dropout
   inside one compiled step; rate 0 keeps every unit, as `nn.Dropout` does.
   """
   rate: Any

@@ -3,8 +3,8 @@
 A config file declares its sweep next to `get_config`:
 
     def get_sweep(arg=None):
-      return sweep.product(sweep.axis('model.num_layers', [1, 2, 3]),
-                           sweep.axis('model.dropout', [0.0, 0.5]))
+      return sweeps.product(sweeps.axis('model.num_layers', [1, 2, 3]),
+                            sweeps.axis('model.dropout', [0.0, 0.5]))
 
 A sweep is a list of overrides, one dict `{dotted config key: value}` per
 trial. The combinators build such lists: `axis` (one key, many values),
