@@ -14,7 +14,7 @@ sweep joins a running cluster; every node must then see the repository, its
 Python environment and the sweep directory at the same paths (a shared file
 system), as is usual on clusters.
 
-Stopping: SIGTERM/SIGINT to the sweep writes SWEEP_DIR/.stop; each task
+Stopping: SIGTERM/SIGINT/SIGHUP to the sweep writes SWEEP_DIR/.stop; each task
 passes SIGTERM on to its trial (which checkpoints) and queued tasks do not
 start. Ray is an optional dependency (requirements-ray.txt), imported here only.
 """
@@ -74,7 +74,7 @@ def run(sweep, tasks, stop: interrupts.StopRequest, address: str | None, paralle
   # Workers import this module to run the task.
   runtime_env = {'env_vars': {'PYTHONPATH': str(REPO)}}
   # ray.init installs its own SIGTERM handler (which exits at once); the sweep's is put back.
-  handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+  handlers = {s: signal.getsignal(s) for s in interrupts.STOP_SIGNALS}
   try:
     if address:
       ray.init(address=address, runtime_env=runtime_env, log_to_driver=False,

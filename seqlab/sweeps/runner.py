@@ -14,8 +14,13 @@ A failed trial (bad config, NaN, crash) is recorded with its `error:` line and
 the others go on; the sweep exits 1 at the end if any failed. With `--parallel
 N`, each trial gets its own GPU where there are GPUs, else its own share of the
 CPU cores (CPU affinity confines all of the trial's threads to them), so N
-trials never oversubscribe the machine. SIGTERM/SIGINT are passed on to the
-running trials, which checkpoint and stop.
+trials never oversubscribe the machine. SIGTERM/SIGINT/SIGHUP are passed on
+to the running trials, which checkpoint and stop. A trial never outlives the
+sweep's process: if that dies (kill -9 included), each trial gets SIGTERM
+(`interrupts.end_with_parent`) and checkpoints and stops. A trial whose run
+directory is in use by a live process (a trial of an earlier sweep process
+still stopping, or the trial run alone) is not started, and not failed: the
+sweep says so and starts it when that process has ended, other trials first.
 
 With `--fused`, trials that share array shapes run as one process that trains
 them together (`seqlab.sweeps.fused`); its console output is logs/fused-K.log.
@@ -45,6 +50,9 @@ from seqlab.sweeps.record import SweepRun, duration, summary
 from seqlab.errors import SeqlabError
 
 PACKAGE_ROOT = pathlib.Path(__file__).resolve().parents[2]  # where `seqlab` imports from
+# A trial's exit status when a signal stopped it: 128 + signal after its checkpoint, or minus
+# the signal if it came before the trial's handler was set.
+_STOPPED = frozenset(x for s in interrupts.STOP_SIGNALS for x in (128 + s, -s))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,9 +90,11 @@ def make_slots(parallel: int) -> list[Slot]:
 
 
 def child_env(extra: dict | None = None) -> dict:
-  """The environment of a trial's process: this one's, `extra`, and `seqlab` importable."""
+  """The environment of a trial's process: this one's, `extra`, `seqlab` importable, and
+  this process's pid, whose end the trial ends with (`interrupts.end_with_parent`)."""
   path = os.pathsep.join(filter(None, (str(PACKAGE_ROOT), os.environ.get('PYTHONPATH'))))
-  return dict(os.environ, **(extra or {}), PYTHONPATH=path)
+  return dict(os.environ, **(extra or {}), PYTHONPATH=path,
+              **{interrupts.PARENT_PID_ENV: str(os.getpid())})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,6 +164,8 @@ def run_sweep(sweep_dir: pathlib.Path, trials: list[sweep_lib.Trial], commands: 
           f'run' + (f' in {len(tasks)} fused group(s)' if fused else ''), end='')
     if executor == 'ray':
       print(' as Ray tasks', flush=True)
+      while stop.signum is None and any([_busy(sweep, t, report=True) for t in tasks]):
+        time.sleep(0.2)  # Ray places tasks itself: all wait until no run directory is in use
       from seqlab.sweeps import ray_tasks  # pylint: disable=g-import-not-at-top
       for task in tasks:
         _write_log_header(sweep, task)
@@ -174,9 +186,11 @@ def _run(sweep: SweepRun, todo: list[Task], slots: list[Slot],
   try:
     while todo or running:
       free = [i for i in range(len(slots)) if i not in running]
-      while stop.signum is None and todo and free:
-        slot_index, task = free.pop(0), todo.pop(0)
-        running[slot_index] = _start(sweep, task, slots[slot_index])
+      for task in list(todo) if stop.signum is None else []:
+        if free and not _busy(sweep, task, report=True):
+          todo.remove(task)
+          slot_index = free.pop(0)
+          running[slot_index] = _start(sweep, task, slots[slot_index])
       if stop.signum is not None and not forwarded:
         for _, process, _, _ in running.values():
           process.send_signal(stop.signum)
@@ -213,6 +227,22 @@ def _conclude(sweep: SweepRun, stop: interrupts.StopRequest) -> int:
   return 0
 
 
+def _busy(sweep: SweepRun, task: Task, report: bool = False) -> str | None:
+  """Who holds the run directory of one of `task`'s trials, if anyone (`run_lock.holder`);
+  `report` prints it (and records the trial as waiting) the first time."""
+  for trial in task.trials:
+    holder = run_lock.holder(sweep.sweep_dir / trial.name)
+    if holder is None:
+      continue
+    if report and sweep.status[trial.name].get('waiting_for') != holder:
+      sweep.record(trial.name, status='waiting', waiting_for=holder)
+      print(f'waiting for {trial.name}: {sweep.sweep_dir / trial.name} is in use by {holder} '
+            '(a trial of an earlier run of this sweep still stopping, or the trial run alone); '
+            'it starts when that process ends', flush=True)
+    return holder
+  return None
+
+
 def _write_log_header(sweep: SweepRun, task: Task) -> None:
   with open(sweep.sweep_dir / 'logs' / f'{task.name}.log', 'a', encoding='utf-8') as log:
     log.write(f'$ {handoff.printable(task.command)}\n')
@@ -233,6 +263,7 @@ def _start(sweep: SweepRun, task: Task, slot: Slot):
     except ProcessLookupError:  # it has already exited; _finish records how
       pass
   for trial in task.trials:
+    sweep.status[trial.name].pop('waiting_for', None)
     sweep.record(trial.name, status='running', slot=slot.label, pid=process.pid, log=task.name)
   if task.fused:  # the group's own command; sweep.json has each trial's
     what = f'{task.name} ({", ".join(t.name for t in task.trials)})'
@@ -254,8 +285,7 @@ def _finish(sweep: SweepRun, task: Task, trial: sweep_lib.Trial, returncode: int
     sweep.record(trial.name, status='done', error=None, **fields)
     print(f'done  {trial.name} in {duration(seconds)}: best val loss '
           f'{results.get("best_val_loss", float("nan")):.4f}', flush=True)
-  elif returncode in (128 + signal.SIGTERM, 128 + signal.SIGINT, -signal.SIGTERM,
-                      -signal.SIGINT):  # negative: the signal came before its handler was set
+  elif returncode in _STOPPED:
     sweep.record(trial.name, status='interrupted', error=None, **fields)
     print(f'stopped {trial.name}; re-run the sweep to continue it from its last checkpoint',
           flush=True)

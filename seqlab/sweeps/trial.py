@@ -6,7 +6,10 @@ as one fused group (`seqlab.sweeps.fused.run_group`, which prints `error:
 [NAME] ...` per failed trial). FILE is what the sweep wrote
 (`seqlab.sweeps.handoff`): the trial's complete config, so this process never
 reads the config file. Errors are one `error:` line and the exception's exit
-status, as in `launch.py`; SIGTERM/SIGINT checkpoint and exit 143/130.
+status, as in `launch.py`; SIGTERM/SIGINT/SIGHUP checkpoint and exit
+143/130/129. Started by a sweep (with $SEQLAB_PARENT_PID), the process gets
+SIGTERM when the sweep's process ends, however it ends
+(`interrupts.end_with_parent`): a trial never outlives its sweep.
 
 `--group_into OUT` trains nothing: it writes the fused groups of the given
 trials (lists of names, `seqlab.sweeps.fused.group`) to OUT as JSON, so that
@@ -16,6 +19,8 @@ the sweep's own process never imports JAX.
 if __name__ == '__main__':  # before numpy and JAX start threads (seqlab/host_memory.py)
   from seqlab import host_memory  # pylint: disable=g-import-not-at-top
   host_memory.reuse_freed_memory()
+  from seqlab import interrupts  # pylint: disable=g-import-not-at-top
+  interrupts.end_with_parent()  # SIGTERM (checkpoint, stop) when the sweep's process ends
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import argparse
