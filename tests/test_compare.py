@@ -6,15 +6,12 @@ nothing trains here.
 
 import csv
 import json
-import os
 import pathlib
-import subprocess
-import sys
 
 import pytest
 import tensorboardX
 
-from conftest import ROOT
+from conftest import run_command
 from configs import shakespeare
 from seqlab.analysis import compare
 from seqlab.errors import SeqlabError
@@ -120,9 +117,7 @@ def test_paths_that_hold_no_runs_are_one_error(tmp_path):
 
 
 def _command(*args, cwd):
-  env = dict(os.environ, PYTHONPATH=str(ROOT))
-  return subprocess.run([sys.executable, '-m', 'seqlab.compare', *map(str, args)], cwd=cwd,
-                        env=env, capture_output=True, text=True, timeout=120, check=False)
+  return run_command(*args, module='seqlab.compare', cwd=cwd, timeout=120)
 
 
 @pytest.mark.slow
@@ -139,11 +134,3 @@ def test_the_command_takes_runs_and_sweeps(tmp_path):
   bad = _command(tmp_path / 'nothing', cwd=tmp_path)
   assert bad.returncode == 2 and bad.stderr.strip().startswith('error: ')
   assert _command(cwd=tmp_path).returncode != 0  # no PATH: usage
-
-
-def test_importing_compare_loads_no_jax():
-  code = 'import sys, seqlab.analysis.compare; print("jax" in sys.modules)'
-  done = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
-                        timeout=120, check=False)
-  assert done.returncode == 0, done.stderr[-2000:]
-  assert done.stdout.split() == ['False']

@@ -3,14 +3,12 @@ out of range, unknown variants, the default CPU device split, the time estimate 
 for an accelerator."""
 
 import os
-import subprocess
-import sys
 
 import jax
 from ml_collections import config_dict
 import pytest
 
-from conftest import ROOT
+from conftest import run_command
 from configs import enwik8
 from configs import shakespeare
 from seqlab import cpu_estimate
@@ -19,12 +17,6 @@ from seqlab import parallel
 from seqlab import steps
 from seqlab.errors import SeqlabError
 from seqlab.models import char_rnn as model_lib
-
-
-def _launch(*args):
-  env = dict(os.environ, PYTHONPATH=str(ROOT))
-  return subprocess.run([sys.executable, str(ROOT / 'launch.py'), *args], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=300)
 
 
 # --- optim.check
@@ -89,8 +81,8 @@ def test_a_partial_optimizer_config_is_checked_on_what_it_has():
 @pytest.mark.slow
 def test_a_negative_learning_rate_stops_launch_before_training(tmp_path):
   workdir = tmp_path / 'run'
-  result = _launch('--config', 'configs/shakespeare.py:smoke',
-                   '--config.optim.learning_rate=-1', '--workdir', str(workdir))
+  result = run_command('--config', 'configs/shakespeare.py:smoke',
+                       '--config.optim.learning_rate=-1', '--workdir', workdir)
   assert result.returncode == 2, result.stderr[-2000:]
   assert result.stderr.strip().splitlines() == [
       'error: optim.learning_rate must be > 0, got -1.0']
@@ -101,6 +93,7 @@ def test_a_negative_learning_rate_stops_launch_before_training(tmp_path):
 # --- unknown variants
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('config_arg,message', [
     ('configs/shakespeare.py:gpu',
      "error: unknown variant 'gpu' of configs/shakespeare.py; known variants: cpu, smoke"),
@@ -110,7 +103,7 @@ def test_a_negative_learning_rate_stops_launch_before_training(tmp_path):
      "error: unknown variant 'cpu' of configs/enwik8.py; known variants: smoke")])
 def test_an_unknown_variant_is_one_error_line_naming_the_known_ones(tmp_path, config_arg,
                                                                     message):
-  result = _launch('--config', config_arg, '--workdir', str(tmp_path / 'run'))
+  result = run_command('--config', config_arg, '--workdir', tmp_path / 'run')
   assert result.returncode == 2
   assert result.stderr.strip().splitlines() == [message]
   assert not (tmp_path / 'run').exists()
@@ -185,6 +178,7 @@ def test_the_number_form_keeps_its_meaning():
     parallel.use_cpu_devices(-1)
 
 
+@pytest.mark.slow
 def test_a_fresh_process_splits_into_one_device_per_core():
   """The config form, before JAX starts, as `launch.py` calls it: the smoke config's batch of 16
   over this machine's cores (the largest count up to them that divides 16)."""
@@ -193,10 +187,7 @@ def test_a_fresh_process_splits_into_one_device_per_core():
   code = ('from configs import shakespeare; from seqlab import parallel\n'
           "parallel.use_cpu_devices(shakespeare.get_config('smoke'))\n"
           'import jax; print(jax.device_count())')
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
-  env.update(JAX_PLATFORMS='cpu', PYTHONPATH=str(ROOT))
-  result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=120, check=False)
+  result = run_command(code=code, env={'XLA_FLAGS': None, 'JAX_PLATFORMS': 'cpu'}, timeout=120)
   assert result.returncode == 0, result.stderr[-2000:]
   assert result.stdout.split() == [str(expected)]
 

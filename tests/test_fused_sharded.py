@@ -1,14 +1,11 @@
 """A fused group's trial axis spread over every device: 8 trials on 4 devices == 8 trials alone."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, scalars, tiny_config
+from conftest import TINY, run_command, scalars, tiny_config
 from seqlab import train
 from seqlab.sweeps import declare
 from seqlab.sweeps import fused
@@ -49,14 +46,10 @@ def test_trial_mesh_uses_the_devices_that_divide_the_trials():
 
 @pytest.mark.slow
 def test_eight_trials_fused_on_four_devices_equal_the_trials_alone(text_file, tmp_path):
-  overrides = {**{'data.test_fraction': 0.0, 'model.hidden_size': 16, 'data.batch_size': 4,
-                  'data.seq_len': 8, 'eval.num_streams': 4, 'eval.seq_len': 16,
-                  'log.sample_length': 20, 'data.path': str(text_file)}, **OVERRIDES}
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4')
-  result = subprocess.run(
-      [sys.executable, '-c', _FUSED_ON_4, json.dumps({'overrides': overrides,
-                                                       'out': str(tmp_path / 'fused')})],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  overrides = {**TINY, 'data.path': str(text_file), **OVERRIDES}  # tiny_config's, as data
+  result = run_command(json.dumps({'overrides': overrides, 'out': str(tmp_path / 'fused')}),
+                       code=_FUSED_ON_4,
+                       env={'XLA_FLAGS': '--xla_force_host_platform_device_count=4'}, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   layout = json.loads(result.stdout.splitlines()[0])
   assert layout == {'devices': 4, 'mesh': 4}

@@ -4,13 +4,11 @@ Each check runs in a fresh interpreter: this one has JAX loaded already (conftes
 """
 
 import json
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
-from conftest import ROOT, write_sweep_config
+from conftest import run_command, write_sweep_config
 
 HEAVY = ('jax', 'flax', 'orbax', 'optax')
 
@@ -21,8 +19,7 @@ def _fresh(code: str, watch=HEAVY) -> list[str]:
       import sys
       print('LOADED', [m for m in {tuple(watch)!r} if m in sys.modules])
   ''')
-  done = subprocess.run([sys.executable, '-c', script], cwd=ROOT, capture_output=True, text=True,
-                        timeout=300, check=False)
+  done = run_command(code=script)
   assert done.returncode == 0, done.stderr[-3000:]
   (line,) = [l for l in done.stdout.splitlines() if l.startswith('LOADED ')]
   return eval(line[len('LOADED '):])  # pylint: disable=eval-used

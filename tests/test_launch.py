@@ -1,24 +1,15 @@
 """Configs and the command line: every config loads, variants apply, errors are one clear line."""
 
 import json
-import os
 import pathlib
-import subprocess
-import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, run_command
 from configs import shakespeare
 from seqlab import command
 
 CONFIG_FILES = sorted((ROOT / 'configs').glob('*.py'))
-
-
-def _launch(*args, cwd=ROOT):
-  env = dict(os.environ, PYTHONPATH=str(ROOT))
-  return subprocess.run([sys.executable, str(ROOT / 'launch.py'), *args], cwd=cwd, env=env,
-                        capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.parametrize('path', CONFIG_FILES, ids=lambda p: p.name)
@@ -46,10 +37,11 @@ def test_variants_apply_and_unknown_ones_fail():
     shakespeare.get_config('huge')
 
 
+@pytest.mark.slow
 def test_smoke_run_end_to_end_and_resume(tmp_path):
   workdir = tmp_path / 'smoke'
-  first = _launch('--config', 'configs/shakespeare.py:smoke', '--workdir', str(workdir),
-                  '--config.model.cell=gru', '--config.model.hidden_size=24')
+  first = run_command('--config', 'configs/shakespeare.py:smoke', '--workdir', workdir,
+                      '--config.model.cell=gru', '--config.model.hidden_size=24')
   assert first.returncode == 0, first.stderr[-2000:]
   for text in ('step 40/40', 'val loss', 'bits/char', f'tensorboard --logdir {workdir}'):
     assert text in first.stdout, text
@@ -57,8 +49,8 @@ def test_smoke_run_end_to_end_and_resume(tmp_path):
   saved = json.loads((workdir / 'config.json').read_text())
   assert saved['model']['cell'] == 'gru' and saved['model']['hidden_size'] == 24
   assert results['steps'] == 40 and 0 < results['val_loss'] < 4.2 and results['test_loss'] > 0
-  again = _launch('--config', 'configs/shakespeare.py:smoke', '--workdir', str(workdir),
-                  '--config.model.cell=gru', '--config.model.hidden_size=24')
+  again = run_command('--config', 'configs/shakespeare.py:smoke', '--workdir', workdir,
+                      '--config.model.cell=gru', '--config.model.hidden_size=24')
   assert again.returncode == 0 and 'resuming at step 40' in again.stdout
   assert json.loads((workdir / 'results.json').read_text())['val_loss'] == pytest.approx(
       results['val_loss'], rel=1e-6)
@@ -69,6 +61,7 @@ def test_default_workdir_is_named_after_the_config(tmp_path):
   assert name.parent == pathlib.Path('runs') and name.name.startswith('shakespeare-cpu-smoke-')
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('args,message', [
     (['--config.data.path=/no/such/file.txt'], 'data file /no/such/file.txt does not exist'),
     (['--config.data.path={tmp}'], 'is a directory'),
@@ -85,16 +78,17 @@ def test_bad_input_is_one_clear_line_and_writes_nothing(tmp_path, args, message)
   args = [a.format(tmp=tmp_path, empty=tmp_path / 'empty.txt', short=tmp_path / 'short.txt')
           for a in args]
   workdir = tmp_path / 'run'
-  result = _launch('--config', 'configs/shakespeare.py:smoke', '--workdir', str(workdir), *args)
+  result = run_command('--config', 'configs/shakespeare.py:smoke', '--workdir', workdir, *args)
   assert result.returncode == 2
   assert result.stderr.strip().splitlines()[-1].startswith('error: ')
   assert message in result.stderr and 'Traceback' not in result.stderr
   assert not workdir.exists()
 
 
+@pytest.mark.slow
 def test_a_workdir_that_is_a_file_is_one_clear_line(tmp_path):
   (tmp_path / 'file').write_text('x')
-  result = _launch('--config', 'configs/shakespeare.py:smoke', '--workdir', str(tmp_path / 'file'))
+  result = run_command('--config', 'configs/shakespeare.py:smoke', '--workdir', tmp_path / 'file')
   assert result.returncode == 2 and 'Traceback' not in result.stderr
   assert result.stderr.strip().splitlines()[-1] == (
       f'error: --workdir {tmp_path / "file"} is a file, not a run directory; use another path')

@@ -7,45 +7,43 @@ the same for training and analysis (`seqlab.run.checkpoint.read`).
 """
 
 import json
-import os
 import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
 
+from conftest import run_command
 from seqlab import evaluate as evaluate_lib
 from seqlab import steps
 from seqlab.run import load as runs
 
 pytestmark = pytest.mark.slow
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHORT = ['--config', 'configs/shakespeare.py:smoke', '--config.train.num_steps=20',
          '--config.log.novelty_num_samples=0']
 
 
-def _python(args, forced_devices: int | None = None, check: bool = True):
-  env = dict(os.environ)
-  env.pop('XLA_FLAGS', None)
-  if forced_devices:
-    env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={forced_devices}'
-  result = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)
+def _python(*args, module: str | None = None, code: str | None = None,
+            forced_devices: int | None = None, check: bool = True):
+  """`python launch.py ARGS` (or `-m MODULE`, `-c CODE`) on `forced_devices` CPU devices, or on
+  JAX's default without XLA_FLAGS."""
+  xla_flags = (f'--xla_force_host_platform_device_count={forced_devices}' if forced_devices
+               else None)
+  result = run_command(*args, module=module, code=code, env={'XLA_FLAGS': xla_flags},
+                       timeout=600)
   if check:
     assert result.returncode == 0, result.stderr[-3000:]
   return result
 
 
 def _train(workdir, *overrides, forced_devices=None):
-  return _python(['launch.py', *SHORT, f'--workdir={workdir}', *overrides],
-                 forced_devices=forced_devices)
+  return _python(*SHORT, f'--workdir={workdir}', *overrides, forced_devices=forced_devices)
 
 
 def _sample(workdir, forced_devices=None) -> str:
-  return _python(['-m', 'seqlab.sample', '--workdir', str(workdir), '--prime', 'ROMEO:',
-                  '--length', '80', '--seed', '7', '--checkpoint', 'latest'],
+  return _python('--workdir', workdir, '--prime', 'ROMEO:', '--length', '80', '--seed', '7',
+                 '--checkpoint', 'latest', module='seqlab.sample',
                  forced_devices=forced_devices).stdout
 
 
@@ -72,7 +70,7 @@ def _assert_loads_like_saved(workdir, saved_on_devices, tmp_path):
   run = runs.load_run(workdir, 'latest')
   step_dir = workdir / 'checkpoints' / 'latest' / str(run.step)
   out = tmp_path / 'saved.npz'
-  _python(['-c', _SAVED_PARAMS, str(step_dir), str(out)], forced_devices=saved_on_devices)
+  _python(step_dir, out, code=_SAVED_PARAMS, forced_devices=saved_on_devices)
   saved = np.load(out)
   loaded = {jax.tree_util.keystr(k): np.asarray(v)
             for k, v in jax.tree_util.tree_leaves_with_path(run.params)}
@@ -105,12 +103,12 @@ def test_two_device_run_restores_samples_evaluates_on_one_device(two_device_run,
 
 def test_two_device_run_neurons_and_resume_on_one_device(two_device_run, tmp_path):
   out = tmp_path / 'neurons'
-  result = _python(['-m', 'seqlab.neurons', '--workdir', str(two_device_run), '--out', str(out),
-                    '--max_chars', '2000'])
+  result = _python('--workdir', two_device_run, '--out', out, '--max_chars', '2000',
+                   module='seqlab.neurons')
   assert (out / 'units.md').is_file(), result.stderr[-2000:]
   # Resume on one device: 10 more steps from the 2-device checkpoint.
-  resumed = _python(['launch.py', *SHORT, f'--workdir={two_device_run}',
-                     '--config.parallel.cpu_devices=1', '--config.train.num_steps=30'])
+  resumed = _python(*SHORT, f'--workdir={two_device_run}', '--config.parallel.cpu_devices=1',
+                    '--config.train.num_steps=30')
   assert 'resuming at step 20' in resumed.stdout
   assert json.loads((two_device_run / 'results.json').read_text())['steps'] == 30
 
@@ -126,20 +124,19 @@ def test_one_device_run_loads_and_resumes_on_several(tmp_path):
   workdir = tmp_path / 'one'
   _train(workdir, '--config.parallel.cpu_devices=1')
   assert _sample(workdir, forced_devices=4) == _sample(workdir)
-  resumed = _python(['launch.py', *SHORT, f'--workdir={workdir}', '--config.train.num_steps=30',
-                     '--config.parallel.cpu_devices=2'])
+  resumed = _python(*SHORT, f'--workdir={workdir}', '--config.train.num_steps=30',
+                    '--config.parallel.cpu_devices=2')
   assert 'resuming at step 20' in resumed.stdout
 
 
 def test_cpu_variant_split_run_samples(tmp_path):
   """The `:cpu` variant's device split (2 CPU devices), shrunk by `smoke`."""
   workdir = tmp_path / 'cpu-smoke'
-  _python(['launch.py', '--config', 'configs/shakespeare.py:cpu,smoke',
-           '--config.train.num_steps=20', '--config.log.novelty_num_samples=0',
-           f'--workdir={workdir}'])
+  _python('--config', 'configs/shakespeare.py:cpu,smoke', '--config.train.num_steps=20',
+          '--config.log.novelty_num_samples=0', f'--workdir={workdir}')
   assert json.loads((workdir / 'config.json').read_text())['parallel']['cpu_devices'] == 2
-  result = _python(['-m', 'seqlab.sample', '--workdir', str(workdir), '--prime', 'ROMEO:',
-                    '--length', '40'])
+  result = _python('--workdir', workdir, '--prime', 'ROMEO:', '--length', '40',
+                   module='seqlab.sample')
   assert result.stdout.startswith('ROMEO:') and len(result.stdout.strip()) >= 40
 
 
@@ -160,7 +157,7 @@ def test_checkpoint_of_another_model_is_one_error_line(two_device_run, tmp_path)
   config = json.loads((copy / 'config.json').read_text())
   config['model']['hidden_size'] = 48
   (copy / 'config.json').write_text(json.dumps(config))
-  result = _python(['-m', 'seqlab.sample', '--workdir', str(copy)], check=False)
+  result = _python('--workdir', copy, module='seqlab.sample', check=False)
   lines = result.stderr.strip().splitlines()
   assert result.returncode == 2 and len(lines) == 1, result.stderr
   assert lines[0].startswith('error: checkpoint ') and 'holds another model' in lines[0]

@@ -21,14 +21,15 @@ import time
 
 import pytest
 
-from conftest import LONG_RUN, ROOT, wait_for_log_line, write_sweep_config
+from conftest import (LONG_RUN, command_env, run_command, start_command, wait_for_log_line,
+                      write_sweep_config)
 from seqlab.run import checkpoint
 
 pytest.importorskip('ray')
 pytestmark = pytest.mark.slow
 RAY = shutil.which('ray', path=os.path.dirname(sys.executable)) or shutil.which('ray')
 # Loopback only: no usage statistics, no cluster token (Ray 2.5x+ asks for one by default).
-ENV = dict(os.environ, PYTHONPATH=str(ROOT), RAY_USAGE_STATS_ENABLED='0', RAY_AUTH_MODE='disabled')
+RAY_ENV = {'RAY_USAGE_STATS_ENABLED': '0', 'RAY_AUTH_MODE': 'disabled'}
 
 
 def _free_port() -> int:
@@ -38,9 +39,8 @@ def _free_port() -> int:
 
 
 def _sweep(config, sweep_dir, env, *args):
-  return subprocess.run([sys.executable, str(ROOT / 'launch.py'), '--config', str(config),
-                         '--sweep', '--workdir', str(sweep_dir), '--executor', 'ray', *args],
-                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  return run_command('--config', config, '--sweep', '--workdir', sweep_dir, '--executor', 'ray',
+                     *args, env=env, timeout=600)
 
 
 def _processes_mentioning(text: str) -> list[int]:
@@ -57,14 +57,14 @@ def _processes_mentioning(text: str) -> list[int]:
 
 @contextlib.contextmanager
 def _own_ray_dir(sweep_dir: pathlib.Path):
-  """An environment whose Ray instances live in a new temporary directory. On leaving, any
-  process still running from that directory or for `sweep_dir` (a trial) is killed: new
-  paths, so only processes of this test."""
+  """Changes to the environment (see command_env) under which Ray instances live in a new
+  temporary directory. On leaving, any process still running from that directory or for
+  `sweep_dir` (a trial) is killed: new paths, so only processes of this test."""
   # Short: Ray's socket paths inside it must stay under 108 bytes.
   tmp = tempfile.mkdtemp(prefix='seqlab-ray-', dir='/tmp')
   ours = lambda: _processes_mentioning(tmp) + _processes_mentioning(str(sweep_dir))
   try:
-    yield dict(ENV, RAY_TMPDIR=tmp, RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S='0')
+    yield dict(RAY_ENV, RAY_TMPDIR=tmp, RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S='0')
   finally:
     deadline = time.time() + 30
     while ours() and time.time() < deadline:  # Ray's own shutdown
@@ -84,7 +84,8 @@ def _ray_head(env, num_cpus: int):
       [RAY, 'start', '--head', '--block', '--node-ip-address=127.0.0.1', f'--port={port}',
        f'--ray-client-server-port={_free_port()}', f'--dashboard-agent-listen-port={_free_port()}',
        f'--num-cpus={num_cpus}', '--num-gpus=0', '--include-dashboard=false',
-       '--disable-usage-stats'], env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+       '--disable-usage-stats'], env=command_env(env), stdout=log, stderr=subprocess.STDOUT,
+      text=True)
   try:
     deadline = time.time() + 180
     while head.poll() is None and time.time() < deadline:
@@ -143,10 +144,8 @@ def test_sigterm_to_a_ray_sweep_checkpoints_its_trials(text_file, tmp_path):
   config = write_sweep_config(tmp_path, text_file, "sweep.axis('seed', [0, 1, 2])")
   sweep_dir = tmp_path / 'sweep'
   with _own_ray_dir(sweep_dir) as env:
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / 'launch.py'), '--config', str(config), '--sweep', '--workdir',
-         str(sweep_dir), '--executor', 'ray', '--parallel', '2', *LONG_RUN],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = start_command('--config', config, '--sweep', '--workdir', sweep_dir, '--executor',
+                            'ray', '--parallel', '2', *LONG_RUN, env=env)
     try:
       wait_for_log_line(sweep_dir / 'logs', 'step 20/3000')
       process.send_signal(signal.SIGTERM)

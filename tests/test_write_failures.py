@@ -6,13 +6,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 
 import pytest
 import tensorboardX.event_file_writer
 
-from conftest import ROOT
-from conftest import tiny_config
+from conftest import run_command, tiny_config
 from seqlab import train
 from seqlab.errors import RunWriteError
 from seqlab.run import checkpoint
@@ -116,11 +114,11 @@ def test_a_file_system_that_fills_up(tmp_path):
   if not _mount_tmpfs(disk, '3M'):
     pytest.skip('mounting a tmpfs needs root (CAP_SYS_ADMIN)')
   try:
-    args = [sys.executable, 'launch.py', '--config', 'configs/shakespeare.py:smoke',
-            '--config.model.hidden_size=128', '--config.train.num_steps=60',
-            '--config.log.checkpoint_every_steps=10', '--config.log.novelty_num_samples=0',
-            '--config.parallel.cpu_devices=1', f'--workdir={disk}/run']
-    full = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    args = ['--config', 'configs/shakespeare.py:smoke', '--config.model.hidden_size=128',
+            '--config.train.num_steps=60', '--config.log.checkpoint_every_steps=10',
+            '--config.log.novelty_num_samples=0', '--config.parallel.cpu_devices=1',
+            f'--workdir={disk}/run']
+    full = run_command(*args, timeout=600)
     lines = full.stderr.strip().splitlines()
     assert full.returncode == 74 and len(lines) == 1, full.stderr[-3000:]
     assert lines[0].startswith(f'error: cannot write checkpoint {disk}/run/checkpoints/')
@@ -129,11 +127,10 @@ def test_a_file_system_that_fills_up(tmp_path):
     assert f'resumes from step {kept}' in lines[0] and not _unfinished(disk / 'run')
 
     subprocess.run(['mount', '-o', 'remount,size=64M', str(disk)], check=True)
-    resumed = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    resumed = run_command(*args, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f'resuming at step {kept}' in resumed.stdout
-    whole = subprocess.run(args[:-1] + [f'--workdir={tmp_path}/whole'], cwd=ROOT,
-                           capture_output=True, text=True, timeout=600)
+    whole = run_command(*args[:-1], f'--workdir={tmp_path}/whole', timeout=600)
     assert whole.returncode == 0, whole.stderr[-3000:]
     results = [json.loads(p.read_text()) for p in (disk / 'run' / 'results.json',
                                                     tmp_path / 'whole' / 'results.json')]
