@@ -153,7 +153,25 @@ def use_cpu_devices(config_or_count) -> int:
     except RuntimeError:
       raise SeqlabError('parallel.cpu_devices must be set before JAX starts; it was set after '
                         'something used a JAX device') from None
+    if count > 1:
+      patient_cpu_collectives()
   return count
+
+
+# XLA:CPU aborts a process (SIGABRT) when one device's thread reaches an all-reduce more than
+# 40 s after the others. On a loaded host (other jobs on the same cores) a split run hit that
+# twice in one 4,900-step :cpu training; the threads were slow, not stuck. Wait 30 minutes.
+CPU_COLLECTIVE_TIMEOUT_FLAGS = {'xla_cpu_collective_call_terminate_timeout_seconds': 1800,
+                                'xla_cpu_collective_call_warn_stuck_timeout_seconds': 300}
+
+
+def patient_cpu_collectives() -> None:
+  """Adds CPU_COLLECTIVE_TIMEOUT_FLAGS to $XLA_FLAGS (unless set there); before JAX starts."""
+  flags = os.environ.get('XLA_FLAGS', '')
+  extra = [f'--{name}={value}' for name, value in CPU_COLLECTIVE_TIMEOUT_FLAGS.items()
+           if f'--{name}=' not in flags]
+  if extra:
+    os.environ['XLA_FLAGS'] = ' '.join([flags, *extra]).strip()
 
 
 def is_multiprocess() -> bool:

@@ -192,6 +192,24 @@ def test_a_fresh_process_splits_into_one_device_per_core():
   assert result.stdout.split() == [str(expected)]
 
 
+@pytest.mark.slow
+def test_split_devices_wait_patiently_for_each_other():
+  """A split CPU gets XLA's collective timeouts raised (a loaded host once aborted a run after
+  40 s); XLA accepts the flags (it aborts on unknown ones) and an all-reduce still runs."""
+  code = ('import os, jax, jax.numpy as jnp; from seqlab import parallel\n'
+          'parallel.use_cpu_devices(2)\n'
+          "print(jax.pmap(lambda x: jax.lax.psum(x, 'i'), axis_name='i')(jnp.ones(2)).tolist())\n"
+          "print(os.environ['XLA_FLAGS'])")
+  result = run_command(code=code, env={'XLA_FLAGS': '--xla_cpu_collective_call_warn_stuck_'
+                                                    'timeout_seconds=60'}, timeout=120)
+  assert result.returncode == 0, result.stderr[-2000:]
+  summed, flags = result.stdout.strip().splitlines()
+  assert summed == '[2.0, 2.0]'
+  assert '--xla_cpu_collective_call_terminate_timeout_seconds=1800' in flags
+  assert '--xla_cpu_collective_call_warn_stuck_timeout_seconds=60' in flags  # the user's kept
+  assert 'warn_stuck_timeout_seconds=300' not in flags
+
+
 # --- the time estimate on a CPU
 
 L_PARAMS = 5_415_489  # the default 3x512 LSTM on tiny Shakespeare's 65 symbols
