@@ -19,7 +19,7 @@ _RANGES = {
     'weight_decay': (lambda x: x >= 0, '>= 0'),
     'grad_clip': (lambda x: x >= 0, '>= 0 (0: no clipping)'),
     'warmup_steps': (lambda x: x >= 0, '>= 0'),
-    'final_lr_fraction': (lambda x: 0 < x <= 1, 'in (0, 1]'),
+    'final_lr_fraction': (lambda x: 0 <= x <= 1, 'in [0, 1]'),
     'decay_rate': (lambda x: 0 < x <= 1, 'in (0, 1]'),
     'decay_after_epochs': (lambda x: x >= 0, '>= 0'),
 }

@@ -27,8 +27,8 @@ from seqlab.models import char_rnn as model_lib
     ('learning_rate', float('nan'), '> 0'), ('b1', 1.0, 'in [0, 1)'), ('b1', -0.1, 'in [0, 1)'),
     ('b2', 1.5, 'in [0, 1)'), ('weight_decay', -1e-4, '>= 0'),
     ('grad_clip', -1.0, '>= 0 (0: no clipping)'),
-    ('warmup_steps', -5, '>= 0'), ('final_lr_fraction', 0.0, 'in (0, 1]'),
-    ('final_lr_fraction', 1.5, 'in (0, 1]'), ('decay_rate', 0.0, 'in (0, 1]'),
+    ('warmup_steps', -5, '>= 0'), ('final_lr_fraction', -0.1, 'in [0, 1]'),
+    ('final_lr_fraction', 1.5, 'in [0, 1]'), ('decay_rate', 0.0, 'in (0, 1]'),
     ('decay_rate', 1.1, 'in (0, 1]'), ('decay_after_epochs', -1, '>= 0')])
 def test_an_optimizer_field_out_of_range_is_one_line_naming_it(field, value, allowed):
   config = shakespeare.get_config().optim

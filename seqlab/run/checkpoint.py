@@ -65,11 +65,9 @@ def _check_structure(path: pathlib.Path, abstract_state) -> None:
   """Raises SeqlabError, saying which, if the checkpoint is unreadable or holds another model."""
   try:
     saved = ocp.StandardCheckpointHandler().metadata(path / 'state')
-    saved = _shapes_by_path(saved)
   except Exception as e:  # pylint: disable=broad-exception-caught
-    raise SeqlabError(
-        f'checkpoint {path} is damaged ({type(e).__name__}: {_first_line(e)}); move it out of '
-        'the run directory (the run then resumes from an earlier one, or starts over)') from None
+    raise _unreadable(path, e) from e
+  saved = _shapes_by_path(saved)
   wanted = _shapes_by_path(abstract_state)
   for key in sorted(saved.keys() | wanted.keys()):
     if saved.get(key) != wanted.get(key):
@@ -99,11 +97,20 @@ def read(path: pathlib.Path, like_state, sharding: jax.sharding.Sharding | None 
           state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
   except Exception as e:  # pylint: disable=broad-exception-caught
     # Orbax raises many types (JSON, tensorstore, value errors) for a damaged checkpoint.
-    raise SeqlabError(
-        f'checkpoint {path} cannot be read ({type(e).__name__}: {_first_line(e)}); it is '
-        'damaged: move it out of the run directory (the run then resumes from an earlier one, '
-        'or starts over)') from None
+    raise _unreadable(path, e) from e
   return restored['state'], restored['meta']
+
+
+def _unreadable(path: pathlib.Path, error: BaseException) -> SeqlabError:
+  """The one-line error of a checkpoint that cannot be read: refused (permission, I/O) or
+  damaged."""
+  reason = f'{type(error).__name__}: {_first_line(error)}'
+  refused = write_failures.cause(error)  # EACCES, EIO, ...: the file system, not the checkpoint
+  if refused:
+    return SeqlabError(f'checkpoint {path} cannot be read: {refused} ({reason}); check the '
+                       'permissions and the file system')
+  return SeqlabError(f'checkpoint {path} is damaged ({reason}); move it out of the run '
+                     'directory (the run then resumes from an earlier one, or starts over)')
 
 
 class Checkpoints:
@@ -112,7 +119,10 @@ class Checkpoints:
   def __init__(self, workdir: pathlib.Path):
     self.workdir = pathlib.Path(workdir).absolute()
     root = self.workdir / rundir.CHECKPOINTS
-    remove_unfinished(self.workdir)  # left by a process killed while saving
+    # Process 0 (which holds the run's lock) removes what a process killed while saving left.
+    self.primary = jax.process_index() == 0
+    if self.primary:
+      remove_unfinished(self.workdir)
     write_failures.quiet_background_failures()
 
     def options(name):
@@ -136,7 +146,9 @@ class Checkpoints:
     folder = manager.directory
     needed = sum(x.nbytes for x in jax.tree.leaves(state))
     free = shutil.disk_usage(folder).free
-    if free < needed:  # refuse before writing anything, rather than fail half-way
+    # Refuse before writing anything, rather than fail half-way. Multi-host: every process must
+    # take part in a save, so none may refuse alone; a failed write is reported all the same.
+    if free < needed and jax.process_count() == 1:
       self._fail(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), folder / str(step),
                  f' ({needed / 2**20:.1f} MiB needed, {free / 2**20:.1f} MiB free)')
     with self._reporting_failures(folder / str(step)):
@@ -170,7 +182,7 @@ class Checkpoints:
       except Exception:  # pylint: disable=broad-exception-caught
         if not self.failed:
           raise
-    if self.failed:
+    if self.failed and self.primary:
       remove_unfinished(self.workdir)
 
   @contextlib.contextmanager
@@ -193,6 +205,7 @@ class Checkpoints:
         manager.wait_until_finished()
       except Exception:  # pylint: disable=broad-exception-caught
         pass
-    remove_unfinished(self.workdir)
+    if self.primary:
+      remove_unfinished(self.workdir)
     raise write_failures.stopped(f'checkpoint {path}', write_failures.cause(error) + detail,
                                  self.workdir) from None

@@ -43,8 +43,11 @@ class MetricsWriter:
     suffix = f'.{os.getpid()}-{next(_opened):04d}'
     self.workdir = pathlib.Path(workdir)
     write_failures.quiet_background_failures()
+    # A long queue: if the writer thread stalls on a slow file system, the loop goes on
+    # (tensorboardX blocks when the queue is full, and forever if the thread then dies).
     self._writer = tensorboardX.SummaryWriter(str(workdir), purge_step=purge_step,
-                                              flush_secs=30, filename_suffix=suffix)
+                                              flush_secs=30, filename_suffix=suffix,
+                                              max_queue=1000)
 
   def _check_writing(self) -> None:
     """Raises RunWriteError if tensorboardX's writer thread died on a refused write.

@@ -5,7 +5,8 @@ the tensorstore error with its traceback from every thread involved, and
 tensorstore's callbacks print `RuntimeError: Event loop is closed` as the save's
 event loop goes away: about 1,300 lines for one full disk. seqlab reports the
 failure itself as one `error:` line (`seqlab.errors.RunWriteError`), so
-`quiet_background_failures()` drops those records and tracebacks, and nothing else.
+`quiet_background_failures()` drops those records and background tracebacks; the main
+thread's errors are never dropped.
 """
 
 import errno
@@ -118,12 +119,7 @@ def quiet_background_failures() -> None:
   quiet = _Quiet()
   for name in ('absl', 'asyncio'):  # orbax logs through absl; "Task exception was never retrieved"
     logging.getLogger(name).addFilter(quiet)
-  excepthook, thread_hook, unraisable_hook = sys.excepthook, threading.excepthook, \
-      sys.unraisablehook
-
-  def quiet_excepthook(kind, error, traceback):
-    if not _is_noise(error):
-      excepthook(kind, error, traceback)
+  thread_hook, unraisable_hook = threading.excepthook, sys.unraisablehook
 
   def quiet_thread_hook(args):
     if _is_noise(args.exc_value):
@@ -135,5 +131,6 @@ def quiet_background_failures() -> None:
     if not (_is_noise(args.exc_value) or _is_closed_loop(args.exc_value)):
       unraisable_hook(args)
 
-  sys.excepthook, threading.excepthook, sys.unraisablehook = \
-      quiet_excepthook, quiet_thread_hook, quiet_unraisable_hook
+  # The main thread's own errors are never dropped: seqlab turns a refused write there into
+  # RunWriteError, and anything else must be seen.
+  threading.excepthook, sys.unraisablehook = quiet_thread_hook, quiet_unraisable_hook

@@ -30,6 +30,7 @@ from seqlab import optim
 from seqlab.run import recorder as recorder_lib
 from seqlab import loop
 from seqlab.run import lock as run_lock
+from seqlab.run import write_failures
 from seqlab import steps
 from seqlab import train
 from seqlab.errors import SeqlabError
@@ -118,7 +119,12 @@ def run_group(trials_and_dirs: list) -> int:
   if len(group(trials_and_dirs)) != 1:
     raise SeqlabError('--trial names trials that cannot be fused (other shapes or steps)')
   with interrupts.catch_stop_signals() as stop_request:
-    errors = train_fused(trials_and_dirs, stop_request)
+    try:
+      errors = train_fused(trials_and_dirs, stop_request)
+    except OSError as error:  # a refused write stops the group: one error line, exit 74
+      workdir = next((w for _, w in trials_and_dirs
+                      if str(error.filename or '').startswith(str(w))), trials_and_dirs[0][1])
+      raise write_failures.from_os_error(error, workdir) or error from None
   for name, error in errors.items():
     print(f'error: [{name}] {error}', file=sys.stderr, flush=True)
   return 1 if errors else 0
@@ -206,6 +212,7 @@ def _train_group(members: list, stop_request: interrupts.StopRequest) -> dict:
           + (f'resuming at step {start}' if start else 'from step 0'), flush=True)
     loop.run(program, group, tools, start, stop_request)
   finally:
-    for member in group:
-      member.recorder.close()
+    with contextlib.ExitStack() as closing:  # every recorder closes, even if one fails to
+      for member in group:
+        closing.callback(member.recorder.close)
   return {m.name: m.error for m in group if m.error is not None}
