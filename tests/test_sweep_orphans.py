@@ -41,7 +41,9 @@ def _start_on_terminal(args: list[str]) -> tuple[subprocess.Popen, int]:
   master, slave = os.openpty()
   process = subprocess.Popen(  # pylint: disable=consider-using-with
       [sys.executable, '-c', _ON_TERMINAL, *command(*args)[1:]], cwd=ROOT, env=command_env(),
-      stdin=slave, stdout=slave, stderr=subprocess.PIPE, text=True, start_new_session=True)
+      stdin=slave, stdout=slave, stderr=subprocess.PIPE, text=True, start_new_session=True,
+      # As from a terminal, SIGHUP at its default, even if this test runs under nohup.
+      preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
   os.close(slave)
   return process, master
 
@@ -249,6 +251,14 @@ def test_a_trial_whose_run_directory_is_in_use_waits_for_it_instead_of_failing(
 def test_repeated_hangups_and_a_dead_parent_are_not_a_second_signal(tmp_path, monkeypatch):
   """In this process: SIGHUP twice, and SIGTERM after the watched parent has ended, leave the
   stop request as the first signal made it (no stop at once); nohup's SIGHUP stays ignored."""
+  previous_hangup = signal.signal(signal.SIGHUP, signal.SIG_DFL)  # as in a terminal, not nohup
+  try:
+    _repeated_hangups_and_a_dead_parent(tmp_path, monkeypatch)
+  finally:
+    signal.signal(signal.SIGHUP, previous_hangup)
+
+
+def _repeated_hangups_and_a_dead_parent(tmp_path, monkeypatch):
   before = {s: signal.getsignal(s) for s in interrupts.STOP_SIGNALS}
   with interrupts.catch_stop_signals() as request:
     signal.raise_signal(signal.SIGHUP)

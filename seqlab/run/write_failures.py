@@ -70,7 +70,8 @@ def from_os_error(error: OSError, workdir: pathlib.Path) -> RunWriteError | None
   """`stopped(...)` for an OSError of Python's own writes (samples.md, results.json, ...), or
   None if it is not a refused write."""
   reason = cause(error)
-  return stopped(str(error.filename or workdir), reason, workdir) if reason else None
+  what = error.filename or f'a file under {workdir} (or the console)'  # f.write: no name
+  return stopped(str(what), reason, workdir) if reason else None
 
 
 def thread_failure() -> BaseException | None:
