@@ -1,0 +1,193 @@
+"""minGRU and minLSTM language models (Feng et al. 2024, "Were RNNs All We Needed?").
+
+`logits, carry = model.apply(params, tokens, carry)`, as `char_rnn.CharLM`: training with
+carried state, evaluation and one-symbol sampling share one code path.
+
+Model: embedding -> `num_layers` x block -> RMSNorm -> decoder, where a block is
+  x = x + Dropout(OutProj(MinRNN(RMSNorm(x))))     OutProj: hidden -> width (none if equal)
+  x = x + Dropout(MLP(RMSNorm(x)))                  MLP: width -> mlp_ratio*width, GELU -> width
+(pre-norm residual; no MLP sub-block when mlp_ratio == 0; dropout also on the embedding).
+
+The recurrence. Gates depend on the input only, so the layer is linear in its state:
+  minGRU:  z = σ(k_z), h_t = (1 - z) ⊙ h_{t-1} + z ⊙ v                = a_t ⊙ h_{t-1} + b_t
+  minLSTM: f = σ(k_f), i = σ(k_i), f' = f/(f+i), i' = i/(f+i), h_t = f' ⊙ h_{t-1} + i' ⊙ v
+with [k_z | h̃] (minGRU) or [k_f | k_i | h̃] (minLSTM) = one Dense of x_t (kernel D x G*H,
+blocks in that order). Two MODELS (`log_space`), different functions of the parameters:
+  log_space=False, the plain form: v = h̃ (any sign), scanned in linear arithmetic.
+  log_space=True, the paper's log-space form: v = g(h̃) > 0 with g(x) = x + 0.5 (x >= 0),
+    σ(x) (x < 0), and the scan runs on (log a, log b, log h) with log-sum-exp; h stays > 0.
+    The carry is still h itself (zeros at the start, then > 0).
+Two SCANS (`scan`) of the same function, equal to float rounding: 'sequential' (lax.scan
+over time) and 'associative' (lax.associative_scan with (a1, b1) then (a2, b2) composing to
+(a1 a2, a2 b1 + b2), or its log-space analogue); both fold the carried h into step 1.
+f' and i' are computed as σ(∓d), d = log(i/f) = softplus(-k_f) - softplus(-k_i): the same
+numbers as f/(f+i) without a 0/0 when both gates underflow.
+"""
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from seqlab.errors import SeqlabError
+from seqlab.models.char_rnn import Dropout
+
+CELLS = ('mingru', 'minlstm')
+SCANS = ('sequential', 'associative')
+_GATES = {'mingru': 2, 'minlstm': 3}  # Dense blocks per cell (gates + candidate h̃)
+
+
+@dataclasses.dataclass(frozen=True)
+class MinRNNConfig:
+  vocab_size: int
+  cell: str = 'mingru'  # 'mingru' or 'minlstm'
+  num_layers: int = 3
+  width: int = 256  # the residual stream (embedding) width
+  expansion: float = 1.0  # recurrent state size hidden = expansion * width
+  mlp_ratio: float = 4.0  # MLP hidden size = mlp_ratio * width; 0: no MLP sub-block
+  dropout: float = 0.0  # on the embedding and on each sub-block's output, before the residual add
+  scan: str = 'associative'  # 'sequential' or 'associative': speed only
+  log_space: bool = True  # the paper's log-space model (positive values via g), see above
+
+  def __post_init__(self):
+    if self.cell not in CELLS:
+      raise SeqlabError(f'unknown model.cell {self.cell!r} for a min-RNN; use one of {list(CELLS)}')
+    if self.scan not in SCANS:
+      raise SeqlabError(f'model.scan must be one of {list(SCANS)}, got {self.scan!r}')
+    for name in ('vocab_size', 'num_layers', 'width'):
+      value = getattr(self, name)
+      if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise SeqlabError(f'model.{name} must be an integer >= 1, got {value!r}')
+    if not isinstance(self.log_space, bool):
+      raise SeqlabError(f'model.log_space must be True or False, got {self.log_space!r}')
+    hidden = self.expansion * self.width
+    if not self.expansion > 0 or hidden != int(hidden):
+      raise SeqlabError(f'model.expansion must be > 0 with expansion * width a whole number, '
+                        f'got {self.expansion!r} * {self.width}')
+    mlp = self.mlp_ratio * self.width
+    if not self.mlp_ratio >= 0 or mlp != int(mlp):
+      raise SeqlabError(f'model.mlp_ratio must be >= 0 (0 = no MLP) with mlp_ratio * width a '
+                        f'whole number, got {self.mlp_ratio!r} * {self.width}')
+    if not 0.0 <= self.dropout < 1.0:
+      raise SeqlabError(f'model.dropout must be in [0, 1), got {self.dropout!r}')
+
+  @property
+  def hidden(self) -> int:
+    return int(self.expansion * self.width)
+
+  @classmethod
+  def from_config(cls, model_config, vocab_size: int) -> 'MinRNNConfig':
+    fields = {f.name for f in dataclasses.fields(cls)} - {'vocab_size'}
+    return cls(vocab_size=vocab_size, **{k: v for k, v in model_config.items() if k in fields})
+
+
+def init_carry(config: MinRNNConfig, batch_size: int):
+  """The zero state: a tuple with one h (B x hidden, float32) per layer."""
+  return tuple(jnp.zeros((batch_size, config.hidden), jnp.float32)
+               for _ in range(config.num_layers))
+
+
+def log_g(x):
+  """log g(x), g(x) = x + 0.5 for x >= 0 and sigmoid(x) below (continuous, positive)."""
+  return jnp.where(x >= 0, jnp.log(jax.nn.relu(x) + 0.5), -jax.nn.softplus(-x))
+
+
+def coefficients(cell: str, log_space: bool, gates_TxBxG):
+  """(a, b) of h_t = a_t ⊙ h_{t-1} + b_t, or (log a, log b) when `log_space`."""
+  if cell == 'mingru':
+    k, h_tilde = jnp.split(gates_TxBxG, 2, axis=-1)
+    # log(1 - σ(k)) = -softplus(k), log σ(k) = -softplus(-k).
+    log_a, log_gate = -jax.nn.softplus(k), -jax.nn.softplus(-k)
+  else:
+    k_f, k_i, h_tilde = jnp.split(gates_TxBxG, 3, axis=-1)
+    d = jax.nn.softplus(-k_f) - jax.nn.softplus(-k_i)  # log(i / f)
+    log_a, log_gate = -jax.nn.softplus(d), -jax.nn.softplus(-d)  # log f', log i'
+  if log_space:
+    return log_a, log_gate + log_g(h_tilde)
+  return jnp.exp(log_a), jnp.exp(log_gate) * h_tilde
+
+
+def scan_linear(a_TxBxH, b_TxBxH, h0_BxH, *, scan: str, log_space: bool):
+  """All states h_1..h_T (TxBxH) of h_t = a_t ⊙ h_{t-1} + b_t from h_0, time-major.
+
+  With `log_space`, a and b are log a and log b and h0 is h itself (>= 0; where it is 0 it adds
+  nothing, and no log 0 = -inf is formed, so its gradient there is 0, not a); the result is h.
+  """
+  if log_space:
+    mul, add = jnp.add, jnp.logaddexp
+    positive = h0_BxH > 0
+    log_h0 = jnp.log(jnp.where(positive, h0_BxH, 1.0))
+    h1_BxH = jnp.where(positive, add(mul(a_TxBxH[0], log_h0), b_TxBxH[0]), b_TxBxH[0])
+  else:
+    mul, add = jnp.multiply, jnp.add
+    h1_BxH = add(mul(a_TxBxH[0], h0_BxH), b_TxBxH[0])
+  if scan == 'sequential':
+    def step(h_BxH, ab):
+      h_BxH = add(mul(ab[0], h_BxH), ab[1])
+      return h_BxH, h_BxH
+    _, h_TxBxH = jax.lax.scan(step, h1_BxH, (a_TxBxH[1:], b_TxBxH[1:]))
+    h_TxBxH = jnp.concatenate([h1_BxH[None], h_TxBxH])
+  else:
+    # h_1 folded into the first element: h_t is then the b of the composed prefix 1..t.
+    compose = lambda e1, e2: (mul(e1[0], e2[0]), add(mul(e2[0], e1[1]), e2[1]))
+    _, h_TxBxH = jax.lax.associative_scan(compose, (a_TxBxH, b_TxBxH.at[0].set(h1_BxH)), axis=0)
+  return jnp.exp(h_TxBxH) if log_space else h_TxBxH
+
+
+class MinRNNLayer(nn.Module):
+  """(x TxBxD, h BxH) -> (h_1..h_T TxBxH, h_T): one minGRU / minLSTM layer, time-major."""
+  cell: str
+  hidden: int
+  scan: str = 'associative'
+  log_space: bool = True
+
+  @nn.compact
+  def __call__(self, x_TxBxD, h_BxH):
+    gates_TxBxG = nn.Dense(_GATES[self.cell] * self.hidden, name='gates')(x_TxBxD)
+    a, b = coefficients(self.cell, self.log_space, gates_TxBxG)
+    h_TxBxH = scan_linear(a, b, h_BxH, scan=self.scan, log_space=self.log_space)
+    return h_TxBxH, h_TxBxH[-1]
+
+
+class MinRNNLM(nn.Module):
+  """(tokens BxT int, carry) -> (logits BxTxV float32, carry). Needs a 'dropout' rng when
+  training with a rate > 0; `dropout_rate`, if given, replaces `config.dropout` (it may be
+  a traced value)."""
+  config: MinRNNConfig
+
+  def init_carry(self, batch_size: int):
+    """The zero state for `batch_size` sequences (works on an unbound module)."""
+    return init_carry(self.config, batch_size)
+
+  @nn.compact
+  def __call__(self, tokens_BxT, carry, *, train: bool = False, dropout_rate: Any = None):
+    cfg = self.config
+    rate = cfg.dropout if dropout_rate is None else dropout_rate
+    drop = lambda x: Dropout(rate)(x, deterministic=not train)
+    x_TxBxD = drop(nn.Embed(cfg.vocab_size, cfg.width, name='embed')(tokens_BxT.T))
+    new_carry = []
+    for i in range(cfg.num_layers):
+      h_TxBxH, h_BxH = MinRNNLayer(cfg.cell, cfg.hidden, cfg.scan, cfg.log_space,
+                                   name=f'rnn_{i}')(nn.RMSNorm(name=f'rnn_norm_{i}')(x_TxBxD),
+                                                    carry[i])
+      new_carry.append(h_BxH)
+      if cfg.hidden != cfg.width:
+        h_TxBxH = nn.Dense(cfg.width, name=f'rnn_out_{i}')(h_TxBxH)
+      x_TxBxD = x_TxBxD + drop(h_TxBxH)
+      if cfg.mlp_ratio:
+        y = nn.Dense(int(cfg.mlp_ratio * cfg.width), name=f'mlp_in_{i}')(
+            nn.RMSNorm(name=f'mlp_norm_{i}')(x_TxBxD))
+        x_TxBxD = x_TxBxD + drop(nn.Dense(cfg.width, name=f'mlp_out_{i}')(nn.gelu(y)))
+    x_TxBxD = nn.RMSNorm(name='final_norm')(x_TxBxD)
+    logits_TxBxV = nn.Dense(cfg.vocab_size, name='decoder')(x_TxBxD).astype(jnp.float32)
+    return jnp.swapaxes(logits_TxBxV, 0, 1), tuple(new_carry)
+
+
+def init_params(config: MinRNNConfig, seed: int):
+  """Flax's default initializers (Dense: LeCun normal, zero bias; Embed: normal; norms: 1)."""
+  model = MinRNNLM(config)
+  tokens = jnp.zeros((1, 1), jnp.int32)
+  # Jitted: one compilation instead of one per random op (seconds for a small model on CPU).
+  return jax.jit(model.init)(jax.random.PRNGKey(seed), tokens, init_carry(config, 1))['params']
