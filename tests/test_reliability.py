@@ -48,7 +48,7 @@ def test_signal_stops_with_checkpoint_and_rerun_matches_uninterrupted(text_file,
   stopped = [l for l in err.splitlines() if 'stopped after step' in l]
   assert stopped and signal.Signals(signum).name in stopped[0], err
   step = int(stopped[0].split('stopped after step ')[1].split()[0])
-  assert 120 <= step < 500  # it finished the step it was in, not the run
+  assert 120 <= step < 1500  # it finished the step it was in, not the run
   assert (workdir / 'checkpoints' / 'latest' / str(step)).is_dir()
 
   resumed = run_command(*_launch_args(text_file, workdir))

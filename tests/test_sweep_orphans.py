@@ -145,7 +145,9 @@ def test_kill_9_of_a_sweep_stops_its_trials_with_a_checkpoint_and_the_rerun_resu
       log = (sweep_dir / 'logs' / f'{name}.log').read_text()
       assert f'its parent process (pid {process.pid}) has ended' in log, log[-2000:]
       stopped_at[name] = _stopped_at(log, 'SIGTERM')  # the trial's exit status was 143
-      assert 20 <= stopped_at[name] < 1000  # between checkpoints: it wrote its own
+      # It stopped mid-run (its steps take about a millisecond, so how far it got after
+      # step 20 depends on the machine) with a checkpoint of the step it stopped after.
+      assert 20 <= stopped_at[name] < 3000
       assert checkpoint.latest_step_on_disk(sweep_dir / name) == stopped_at[name]
     _check_rerun_resumes(args, sweep_dir, stopped_at)
   finally:
@@ -168,7 +170,7 @@ def test_a_closed_terminal_stops_a_run_with_a_checkpoint_and_it_resumes_exactly(
       process.wait()
   assert process.returncode == 128 + signal.SIGHUP, err[-3000:]
   step = _stopped_at(err, 'SIGHUP')
-  assert 120 <= step < 500  # it finished the step it was in, not the run
+  assert 120 <= step < 1500  # it finished the step it was in, not the run
   assert checkpoint.latest_step_on_disk(workdir) == step
 
   resumed = run_command(*_launch_args(text_file, workdir))
