@@ -60,6 +60,18 @@ def parent_is_gone() -> bool:
   return _watched_parent is not None and os.getppid() != _watched_parent
 
 
+def _parent_is_ending(signum: int, wait_seconds: float = 1.0) -> bool:
+  """Whether a SIGTERM is the watched parent's death signal. The kernel sends it when the
+  parent's thread that started us exits, which can be before the rest of its process has
+  (a SIGKILLed sweep): getppid() changes only then, so wait for it a moment."""
+  if _watched_parent is None or signum != signal.SIGTERM:
+    return parent_is_gone()
+  deadline = time.monotonic() + wait_seconds
+  while not parent_is_gone() and time.monotonic() < deadline:
+    time.sleep(0.01)
+  return parent_is_gone()
+
+
 def end_with_parent() -> None:
   """Gets SIGTERM when the process named by $SEQLAB_PARENT_PID ends (no-op without it).
 
@@ -142,7 +154,7 @@ def catch_stop_signals(
       return
     request.signum = signum
     why, again = f'{signal.Signals(signum).name} received', ' (send it again to stop at once)'
-    if parent_is_gone():
+    if _parent_is_ending(signum):
       why, again = f'its parent process (pid {_watched_parent}) has ended', ''
     elif signum == signal.SIGHUP:
       again = ''
