@@ -47,6 +47,7 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
 
   # --- model: the recurrent network.
   config.model = config_dict.ConfigDict()
+  config.model.name = 'char_rnn'  # the post's models; configs/zoo.py has the others
   config.model.cell = 'lstm'  # 'rnn', 'gru' or 'lstm'
   config.model.num_layers = 3
   config.model.hidden_size = 512

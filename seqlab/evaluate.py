@@ -6,7 +6,7 @@ import jax
 import numpy as np
 
 from seqlab import data
-from seqlab.models import char_rnn as model_lib
+from seqlab.models import registry
 
 
 def bits(nats: float) -> float:
@@ -14,7 +14,7 @@ def bits(nats: float) -> float:
   return nats / math.log(2)
 
 
-def evaluate(eval_step, params, model_config: model_lib.ModelConfig, tokens: np.ndarray,
+def evaluate(eval_step, params, model_config, tokens: np.ndarray,
              num_streams: int, seq_len: int, placement=None) -> dict[str, float]:
   """Mean loss over every next-symbol prediction of `tokens`.
 
@@ -22,18 +22,23 @@ def evaluate(eval_step, params, model_config: model_lib.ModelConfig, tokens: np.
   the device once, at the end, and are added up in float64 on the host.
   With a `parallel.Placement`, the streams are split over its devices when
   they divide evenly (each process passes the same chunks).
+  A model with a window (the GPT) reads every chunk from its zero state instead: the
+  split in non-overlapping windows of `seq_len` (at most its context) symbols.
   Returns {'loss': nats/char, 'bpc': bits/char, 'chars': predictions counted}.
   """
-  carry, sums = None, []
+  windowed = registry.window(model_config) is not None
+  carry, zeros, sums = None, None, []
   for chunk in data.eval_chunks(tokens, num_streams, seq_len):
+    if windowed and zeros is not None:
+      carry = zeros
     if carry is None:  # placed once, so every chunk calls eval_step alike
-      carry = model_lib.init_carry(model_config, chunk[0].shape[0])
+      carry = registry.init_carry(model_config, chunk[0].shape[0])
       if placement is None:
         place = lambda tree: jax.device_put(tree, jax.tree.leaves(params)[0].sharding)
       else:
         sharding = placement.eval_sharding(chunk[0].shape[0])
         place = lambda tree: placement.put(tree, jax.tree.map(lambda _: sharding, tree))
-      carry = place(carry)
+      carry = zeros = place(carry)
     carry, nll_sum, count = eval_step(params, carry, *place(chunk))
     sums.append((nll_sum, count))
   sums = jax.device_get(sums)

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from seqlab.models import char_rnn as model_lib
+from seqlab.models import registry
 
 
 class Samples(typing.NamedTuple):
@@ -51,13 +51,15 @@ def make_sampler(model: nn.Module, length: int):
   greedy=False) -> Samples`.
 
   The model first reads `prime_ids` (at least one symbol) from the zero state,
-  then generates `length` symbols, each fed back as the next input.
+  then generates `length` symbols, each fed back as the next input. A model with a
+  window (the GPT) reads only the last `context` symbols of a longer prime, and past its
+  window conditions on the last `context` symbols (`seqlab.models.gpt`).
   """
-  config: model_lib.ModelConfig = model.config
+  window = registry.window(model.config)
 
   @jax.jit
   def prime(params, prime_BxP):
-    carry = model_lib.init_carry(config, prime_BxP.shape[0])
+    carry = model.init_carry(prime_BxP.shape[0])
     logits_BxPxV, carry = model.apply({'params': params}, prime_BxP, carry)
     return carry, logits_BxPxV[:, -1]
 
@@ -77,6 +79,8 @@ def make_sampler(model: nn.Module, length: int):
     prime_ids = np.asarray(prime_ids, np.int32)
     if prime_ids.ndim != 1 or not prime_ids.size:
       raise ValueError('prime_ids must be a non-empty 1-D sequence of symbol ids')
+    if window is not None:
+      prime_ids = prime_ids[-window:]
     prime_BxP = np.broadcast_to(prime_ids, (num_samples, len(prime_ids)))
     carry, logits_BxV = prime(params, prime_BxP)
     return generate(params, carry, logits_BxV, key, jnp.float32(temperature), jnp.int32(top_k),

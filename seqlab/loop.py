@@ -24,7 +24,7 @@ from seqlab import steps
 from seqlab.analysis import novelty
 from seqlab.errors import NonFiniteLossError
 from seqlab.errors import SeqlabError
-from seqlab.models import char_rnn as model_lib
+from seqlab.models import registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,7 +257,7 @@ def finish(member: Member, tools: Tools, state) -> dict:
   val = member.val
   if val is None:  # the run was already complete: evaluate the final state again
     val = member.evaluate(tools, state.params, corpus.val)
-  results = recorder.results(val, model_lib.count_params(state.params))
+  results = recorder.results(val, registry.count_params(state.params))
   best = recorder.ckpts.restore('best', state)
   best_params = best[0].params if best else state.params
   if len(corpus.test) >= 2:

@@ -3,6 +3,7 @@
 import math
 import numbers
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -96,8 +97,11 @@ def make_optimizer(optim_config, schedule: optax.Schedule,
   if name == 'adam':
     opt = optax.adam(schedule, b1=value['b1'], b2=value['b2'])
   elif name == 'adamw':
+    # As nanoGPT's configure_optimizers: matrices (kernels, embeddings) decay; biases and
+    # norm scales do not.
     opt = optax.adamw(schedule, b1=value['b1'], b2=value['b2'],
-                      weight_decay=value['weight_decay'])
+                      weight_decay=value['weight_decay'],
+                      mask=lambda params: jax.tree.map(lambda p: p.ndim >= 2, params))
   elif name == 'rmsprop':
     opt = optax.rmsprop(schedule, decay=value['b2'])
   else:

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from seqlab.models import char_rnn as model_lib
+from seqlab.models import registry
 
 
 @flax.struct.dataclass
@@ -24,12 +24,13 @@ class TrainState:
   rng: jax.Array  # base PRNG key for dropout
 
 
-def init_state(config: model_lib.ModelConfig, optimizer: optax.GradientTransformation,
-               batch_size: int, seed: int) -> TrainState:
-  params = model_lib.init_params(config, seed)
+def init_state(config, optimizer: optax.GradientTransformation, batch_size: int,
+               seed: int) -> TrainState:
+  """The state at step 0 of the model that `config` (a `registry.config_of` dataclass) names."""
+  params = registry.init_params(config, seed)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     opt_state=optimizer.init(params),
-                    carry=model_lib.init_carry(config, batch_size),
+                    carry=registry.init_carry(config, batch_size),
                     rng=jax.random.PRNGKey(seed + 1))
 
 

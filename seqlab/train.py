@@ -21,7 +21,7 @@ from seqlab import cpu_estimate
 from seqlab import data
 from seqlab import interrupts
 from seqlab import loop
-from seqlab.models import char_rnn as model_lib
+from seqlab.models import registry
 from seqlab import optim
 from seqlab import parallel
 from seqlab import prefetch
@@ -38,7 +38,7 @@ class Setup:
   """Everything a run needs, built and validated from the config."""
   config_dict: dict
   corpus: data.Corpus
-  model_config: model_lib.ModelConfig
+  model_config: object  # the dataclass of `seqlab.models.registry`
   batches: data.StreamBatches | data.WindowBatches
   schedule: object
   optimizer: object
@@ -57,7 +57,7 @@ def build(config, workdir: pathlib.Path) -> Setup:
   config_dict = json.loads(config.to_json_best_effort())
   if workdir.exists() and not workdir.is_dir():
     raise SeqlabError(f'--workdir {workdir} is a file, not a run directory; use another path')
-  model_lib.ModelConfig.from_config(config.model, vocab_size=1)  # checks model.* before the data
+  _check_window(config, registry.config_of(config.model, vocab_size=1))  # model.* before the data
   optim.check(config.optim)
   _positive(config, 'data.batch_size', 'data.seq_len', 'train.num_steps', 'eval.every_steps',
             'eval.num_streams', 'eval.seq_len', 'log.every_steps', 'log.checkpoint_every_steps',
@@ -78,7 +78,7 @@ def build(config, workdir: pathlib.Path) -> Setup:
   if len(corpus.val) < 2:
     raise SeqlabError(f'the val split of {path} has {len(corpus.val)} symbols; use more text '
                       'or a larger data.val_fraction')
-  model_config = model_lib.ModelConfig.from_config(config.model, corpus.vocab.size)
+  model_config = registry.config_of(config.model, corpus.vocab.size)
   batches = data.make_batches(config.data.batching, corpus.train, config.data.batch_size,
                               config.data.seq_len, config.seed)
   saved_step = checkpoint.latest_step_on_disk(workdir)
@@ -88,6 +88,21 @@ def build(config, workdir: pathlib.Path) -> Setup:
   schedule = optim.make_schedule(config.optim, config.train.num_steps, batches.batches_per_epoch)
   optimizer = optim.make_optimizer(config.optim, schedule)
   return Setup(config_dict, corpus, model_config, batches, schedule, optimizer, placement)
+
+
+def _check_window(config, model_config) -> None:
+  """A model with a window (the GPT) reads random windows and is evaluated window by window."""
+  window = registry.window(model_config)
+  if window is None:
+    return
+  if config.data.batching != 'windows':
+    raise SeqlabError(f"a {config.model.name} cannot carry state past its window of {window} "
+                      "tokens; set --config.data.batching=windows")
+  for name in ('data.seq_len', 'eval.seq_len'):
+    group, field = name.split('.')
+    if config[group][field] > window:
+      raise SeqlabError(f'{name}={config[group][field]} is longer than the {config.model.name}\'s '
+                        f'context of {window} tokens; set --config.{name}={window} or less')
 
 
 class AloneProgram:
@@ -159,7 +174,7 @@ def train_and_evaluate(config, workdir, stop_at_step: int | None = None) -> dict
 
 def _train(config, workdir: pathlib.Path, setup: Setup, stop_at_step: int | None,
            stop_request: interrupts.StopRequest) -> dict | None:
-  model = model_lib.CharLM(setup.model_config)
+  model = registry.module_of(setup.model_config)
   placement = setup.placement
   member = loop.Member(config, setup, recorder_lib.RunRecorder(config, workdir, setup),
                        placement)
@@ -170,7 +185,7 @@ def _train(config, workdir: pathlib.Path, setup: Setup, stop_at_step: int | None
   try:
     state = loop.resume(member, fresh_state())
     start = int(state.step)
-    num_params = model_lib.count_params(state.params)
+    num_params = registry.count_params(state.params)
     member.recorder.describe(num_params, start, placement.describe())
     if member.recorder.primary:  # a config sized for an accelerator says so at once on a CPU
       note = cpu_estimate.note(placement.devices[0].platform, placement.num_devices, num_params,

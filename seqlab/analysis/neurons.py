@@ -46,8 +46,11 @@ class Recording:
 
 def record(run: runs.LoadedRun, text: str, top_k: int = 5) -> Recording:
   """Runs the model over `text` from the zero state and records every unit at every step."""
-  ids = run.vocab.encode(text)  # raises a clear error for unknown characters
   cfg: model_lib.ModelConfig = run.model.config
+  if not isinstance(cfg, model_lib.ModelConfig):
+    raise SeqlabError(f'{run.workdir} is a {run.config.model.name} run; seqlab.neurons reads '
+                      'the cells of the rnn/gru/lstm models only')
+  ids = run.vocab.encode(text)  # raises a clear error for unknown characters
 
   @jax.jit
   def forward(params, ids_1xN):

@@ -17,10 +17,12 @@ CONFIG_FILENAME = 'config.json'
 RESULTS_FILENAME = 'results.json'
 SAMPLES_FILENAME = 'samples.md'
 CHECKPOINTS = 'checkpoints'  # CHECKPOINTS/latest/<step>/ and CHECKPOINTS/best/<step>/
-# Config fields that fix the shapes of the parameters and of the optimizer state:
-# a run directory refuses to resume with other values.
-SHAPE_FIELDS = (('model', 'cell'), ('model', 'num_layers'), ('model', 'hidden_size'),
-                ('model', 'embed_size'), ('data', 'vocab'), ('optim', 'name'))
+# Config fields that fix the parameters' shapes, the optimizer state or the function the
+# model computes: a run directory refuses to resume with other values. That is every
+# `model` field (and its `name`) except these, which change speed or regularization only.
+FREE_MODEL_FIELDS = ('dropout', 'unroll', 'backward', 'matmul_dtype', 'scan')
+SHAPE_FIELDS = (('data', 'vocab'), ('optim', 'name'))
+DEFAULT_MODEL = 'char_rnn'  # the model of a run made before model.name existed
 
 
 def steps_on_disk(workdir: pathlib.Path, which: str = 'latest') -> list[int]:
@@ -58,8 +60,14 @@ def check_compatible(workdir: pathlib.Path, config_dict: dict) -> None:
   saved = load_json(pathlib.Path(workdir) / CONFIG_FILENAME)
   if saved is None:
     return
-  for group, field in SHAPE_FIELDS:
-    old, new = saved.get(group, {}).get(field), config_dict[group][field]
+  old_model = {'name': DEFAULT_MODEL, **saved.get('model', {})}
+  new_model = {'name': DEFAULT_MODEL, **config_dict['model']}
+  changed = [(group, field, saved.get(group, {}).get(field), config_dict[group].get(field))
+             for group, field in SHAPE_FIELDS]
+  changed += [('model', k, old_model.get(k), new_model.get(k))
+              for k in sorted(set(old_model) | set(new_model), key=lambda k: (k != 'name', k))
+              if k not in FREE_MODEL_FIELDS]
+  for group, field, old, new in changed:
     if old != new:
       raise SeqlabError(
           f'{workdir} holds a run with {group}.{field}={old!r}, but the config says {new!r}; '

@@ -13,7 +13,7 @@ from ml_collections import config_dict
 
 from seqlab.run import checkpoint
 from seqlab import data
-from seqlab.models import char_rnn as model_lib
+from seqlab.models import registry
 from seqlab import optim
 from seqlab.run import directory as rundir
 from seqlab import steps
@@ -25,7 +25,7 @@ class LoadedRun:
   workdir: pathlib.Path
   config: config_dict.ConfigDict
   vocab: data.Vocabulary
-  model: model_lib.CharLM
+  model: object  # the Flax module of `seqlab.models.registry`
   params: dict
   step: int  # the training step of the checkpoint the parameters come from
   which: str  # 'best' or 'latest': the checkpoint folder they were read from
@@ -80,9 +80,9 @@ def load_run(workdir, checkpoint_name: str = 'best',
   if not vocab_path.exists():
     raise SeqlabError(f'{workdir} has no {data.VOCAB_FILENAME}; it is not a complete run directory')
   vocab = data.Vocabulary.load(vocab_path)
-  if matmul_dtype is not None:
+  if matmul_dtype is not None and 'matmul_dtype' in config.model:  # the char-rnn models' field
     config.model.matmul_dtype = matmul_dtype
-  model_config = model_lib.ModelConfig.from_config(config.model, vocab.size)
+  model_config = registry.config_of(config.model, vocab.size)
   which, step = _pick(workdir, checkpoint_name)
 
   # The saved TrainState's structure, without allocating it; only the params are kept.
@@ -92,13 +92,13 @@ def load_run(workdir, checkpoint_name: str = 'best',
       model_config, optimizer, config.data.batch_size, config.seed))
   state, _ = checkpoint.read(workdir / 'checkpoints' / which / str(step), abstract,
                              sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0]))
-  return LoadedRun(workdir, config, vocab, model_lib.CharLM(model_config), state.params, step,
+  return LoadedRun(workdir, config, vocab, registry.module_of(model_config), state.params, step,
                    which)
 
 
 def describe(run: LoadedRun) -> str:
   cfg = run.model.config
-  return (f'{run.workdir}: {cfg.num_layers}x{cfg.hidden_size} {cfg.cell}, vocab {run.vocab.size}, '
+  return (f'{run.workdir}: {registry.describe(cfg)}, vocab {run.vocab.size}, '
           f'{run.which} checkpoint at step {run.step}')
 
 

@@ -18,6 +18,7 @@ from seqlab import data
 from seqlab import evaluate as evaluate_lib
 from seqlab import parallel
 from seqlab.errors import NonFiniteLossError
+from seqlab.models import registry
 from seqlab.run import checkpoint
 from seqlab.run import directory as rundir
 from seqlab.run import metrics_writer
@@ -77,7 +78,7 @@ class RunRecorder:
 
   def describe(self, num_params: int, start: int, devices: str) -> None:
     cfg, corpus = self.setup.model_config, self.setup.corpus
-    self.print(f'seqlab: {cfg.num_layers}x{cfg.hidden_size} {cfg.cell}, {num_params:,} params, '
+    self.print(f'seqlab: {registry.describe(cfg)}, {num_params:,} params, '
                f'vocab {corpus.vocab.size}, train/val/test {len(corpus.train):,}/'
                f'{len(corpus.val):,}/{len(corpus.test):,} chars, '
                f'{self.setup.batches.batches_per_epoch} steps/epoch, {devices}; '

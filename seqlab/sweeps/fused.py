@@ -25,7 +25,7 @@ import numpy as np
 from seqlab.run import checkpoint
 from seqlab import interrupts
 from seqlab.run import metrics_writer
-from seqlab.models import char_rnn as model_lib
+from seqlab.models import registry
 from seqlab import optim
 from seqlab.run import recorder as recorder_lib
 from seqlab import loop
@@ -190,7 +190,7 @@ class FusedProgram:
 
 def _train_group(members: list, stop_request: interrupts.StopRequest) -> dict:
   first_config, first_setup = members[0][0].config, members[0][2]
-  model = model_lib.CharLM(first_setup.model_config)
+  model = registry.module_of(first_setup.model_config)
   tools = loop.Tools.make(model, first_config.log.sample_length)
   group = [loop.Member(trial.config, setup,
                        recorder_lib.RunRecorder(trial.config, workdir, setup,
@@ -202,12 +202,12 @@ def _train_group(members: list, stop_request: interrupts.StopRequest) -> dict:
       states.append(loop.resume(member, steps.init_state(
           member.setup.model_config, member.setup.optimizer, member.config.data.batch_size,
           member.config.seed)))
-      member.recorder.describe(model_lib.count_params(states[-1].params), int(states[-1].step),
+      member.recorder.describe(registry.count_params(states[-1].params), int(states[-1].step),
                                'fused')
     start = int(states[0].step)
     cfg = first_setup.model_config
     program = FusedProgram(group, states, model)
-    print(f'fused: {len(group)} trials of {cfg.num_layers}x{cfg.hidden_size} {cfg.cell} in one '
+    print(f'fused: {len(group)} trials of {registry.describe(cfg)} in one '
           f'step on {program.mesh.size} {jax.local_devices()[0].platform} device(s), '
           + (f'resuming at step {start}' if start else 'from step 0'), flush=True)
     loop.run(program, group, tools, start, stop_request)
