@@ -37,6 +37,14 @@ _EXECUTOR = flags.DEFINE_enum(
 _ADDRESS = flags.DEFINE_string(
     'address', None, 'With --executor ray: the Ray cluster (HOST:PORT or auto); default: start '
     'a local Ray instance with --parallel CPUs.')
+_EARLY_STOP = flags.DEFINE_string(
+    'early_stop', None, 'With --sweep: successive halving (ASHA) at rungs: a step (the first '
+    'rung; then x eta, x eta^2, ... before train.num_steps) or steps separated by commas. At '
+    'each rung a trial continues only if its val loss is among the best 1/eta of the trials '
+    'that reached it so far; the decisions go to SWEEP_DIR/halving.jsonl.')
+_EARLY_STOP_ETA = flags.DEFINE_integer(
+    'early_stop_eta', None, 'With --early_stop: the reduction factor eta (default 3): about 1 '
+    'in eta trials continues at each rung, and a single --early_stop step grows by it.')
 flags.mark_flags_as_required(['config'])
 
 
@@ -44,14 +52,16 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   command.check_flags(sweep=_SWEEP.value, parallel=_PARALLEL.value, fused=_FUSED.value,
-                      trials=_TRIALS.value, executor=_EXECUTOR.value, address=_ADDRESS.value)
+                      trials=_TRIALS.value, executor=_EXECUTOR.value, address=_ADDRESS.value,
+                      early_stop=_EARLY_STOP.value, early_stop_eta=_EARLY_STOP_ETA.value)
   logging.set_verbosity(logging.WARNING)  # orbax logs every step of a save at INFO
   config_arg = config_flags.get_config_filename(flags.FLAGS['config'])
   if _SWEEP.value:
     command.exit_with(command.sweep, _CONFIG.value, config_arg,
                       config_flags.get_override_values(flags.FLAGS['config']), _WORKDIR.value,
                       parallel=_PARALLEL.value, fused=_FUSED.value, only=_TRIALS.value,
-                      executor=_EXECUTOR.value, address=_ADDRESS.value)
+                      executor=_EXECUTOR.value, address=_ADDRESS.value,
+                      early_stop=_EARLY_STOP.value, early_stop_eta=_EARLY_STOP_ETA.value)
   command.exit_with(command.run, _CONFIG.value, _WORKDIR.value, config_arg)
 
 

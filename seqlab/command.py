@@ -70,7 +70,8 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 def check_flags(*, sweep: bool, parallel: int, fused: bool, trials: list[str], executor: str,
-                address: str | None) -> None:
+                address: str | None, early_stop: str | None = None,
+                early_stop_eta: int | None = None) -> None:
   """Raises app.UsageError for flags that only a sweep takes, given without --sweep."""
   if parallel < 1 or (parallel != 1 and not sweep):
     raise app.UsageError('--parallel N needs --sweep and N >= 1')
@@ -80,6 +81,10 @@ def check_flags(*, sweep: bool, parallel: int, fused: bool, trials: list[str], e
     raise app.UsageError('--executor and --address need --sweep')
   if address and executor != 'ray':
     raise app.UsageError('--address needs --executor ray')
+  if (early_stop is not None or early_stop_eta is not None) and not sweep:
+    raise app.UsageError('--early_stop and --early_stop_eta need --sweep')
+  if early_stop_eta is not None and early_stop is None:
+    raise app.UsageError('--early_stop_eta needs --early_stop')
 
 
 def run(config, workdir: str | pathlib.Path | None, config_arg: str | None = None) -> int:
@@ -102,12 +107,14 @@ def run(config, workdir: str | pathlib.Path | None, config_arg: str | None = Non
 
 def sweep(config, config_arg: str, cli_overrides: dict, workdir=None, *, parallel: int = 1,
           fused: bool = False, only: list[str] = (), executor: str = 'local',
-          address: str | None = None) -> int:
+          address: str | None = None, early_stop: str | None = None,
+          early_stop_eta: int | None = None) -> int:
   """Runs the trials of `config_arg`'s `get_sweep()` on `config`; returns the exit status.
 
   `config` is the config file's, with the command line's `--config.*` values
   (`cli_overrides`, recorded in each trial's re-run command); `only` keeps the
-  trials of these names.
+  trials of these names. `early_stop`/`early_stop_eta`: successive halving at rungs
+  (`seqlab.sweeps.halving`).
   """
   from seqlab.sweeps import declare, handoff, runner  # pylint: disable=g-import-not-at-top
   trials = declare.make_trials(config, declare.declared_in(config_arg))
@@ -121,4 +128,5 @@ def sweep(config, config_arg: str, cli_overrides: dict, workdir=None, *, paralle
     raise SeqlabError(f'--workdir {sweep_dir} is a file, not a sweep directory; use another path')
   commands = {t.name: handoff.rerun_command(config_arg, cli_overrides, t, sweep_dir / t.name)
               for t in trials}
-  return runner.run_sweep(sweep_dir, trials, commands, parallel, fused, executor, address)
+  return runner.run_sweep(sweep_dir, trials, commands, parallel, fused, executor, address,
+                          early_stop, early_stop_eta)

@@ -28,6 +28,7 @@ from absl import logging
 from seqlab.errors import SeqlabError
 from seqlab.run import directory as rundir
 from seqlab.run import metrics_writer
+from seqlab.sweeps import halving  # stopped.json; JAX-free
 from seqlab.sweeps.record import STATUS_FILENAME  # sweep.json; JAX-free
 
 METRICS = ('best_val_loss', 'best_step', 'val_loss', 'val_bpc', 'test_loss', 'test_bpc',
@@ -109,7 +110,9 @@ def table_rows(paths) -> tuple[list[str], list[dict]]:
   """(columns, rows): one row per run of `paths`, sorted by best val loss (unfinished last).
 
   The `trial` column is the run's name (`run_names`); `status` is its sweep's
-  record where it is a sweep's trial, else done/unfinished from results.json.
+  record where it is a sweep's trial, else done/unfinished from results.json (or
+  `stopped at rung N (step S)` from stopped.json: a trial that early stopping
+  stopped, whose metrics are its val losses so far).
   """
   runs = collect(paths)
   cache = {}
@@ -122,8 +125,11 @@ def table_rows(paths) -> tuple[list[str], list[dict]]:
   rows = []
   for run, name, trial, config in zip(runs, run_names(runs), trials, configs):
     flat = metrics_writer.flatten_config(config)
-    results = rundir.load_json(run / rundir.RESULTS_FILENAME) or {}
-    row = {'trial': name, 'status': trial.get('status', 'done' if results else 'unfinished')}
+    results = rundir.load_json(run / rundir.RESULTS_FILENAME)
+    stopped = halving.read_stopped(run) if results is None else None
+    results = results or stopped or {}
+    own = stopped['status'] if stopped else 'done' if results else 'unfinished'
+    row = {'trial': name, 'status': trial.get('status', own)}
     row.update({k: flat.get(k) for k in swept})
     row.update({m: results.get(m) for m in METRICS})
     rows.append(row)

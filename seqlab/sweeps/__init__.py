@@ -6,7 +6,8 @@ ranges with `sweeps.random` / `sweeps.quasi_random` and `uniform`, `log_uniform`
 `choice` (`space`: numpy, imported only when sampling).
 `runner` runs the trials (`ray_tasks` on Ray), each in a process of its own
 (`python -m seqlab.sweeps.trial`) that gets its complete config as data
-(`handoff`); `record` keeps sweep.json and `hparams` the TensorBoard experiment.
+(`handoff`); `record` keeps sweep.json and `hparams` the TensorBoard experiment;
+`halving` decides which trials early stopping (`--early_stop`) stops at a rung.
 Only the trials' processes import JAX (`fused`, `seqlab.train`): a sweep's own
 process stays light.
 """

@@ -12,6 +12,10 @@ Two things differ from a trial trained alone: the learning rate is applied as
 `lr * schedule(step; lr=1)` (schedules are linear in it) and matmuls are batched
 over trials, so losses agree to float tolerance, not bit for bit; and after a
 NaN a fused trial stops (it cannot roll back alone while the others go on).
+
+With early stopping (`seqlab.sweeps.halving`), the group stops at each rung,
+reports its trials together and goes on with those that continue, its step
+compiled again for fewer trials (`_run_in_rungs`).
 """
 
 import contextlib
@@ -90,10 +94,12 @@ def _trial(stacked, i: int):
   return jax.tree.map(lambda x: x[i], stacked)
 
 
-def train_fused(trials_and_dirs: list, stop_request: interrupts.StopRequest) -> dict:
+def train_fused(trials_and_dirs: list, stop_request: interrupts.StopRequest,
+                decisions=None) -> dict:
   """Trains one group (see `group`) together; returns {trial name: None, or its error}.
 
   Raises `interrupts.Interrupted` after checkpointing every trial on SIGTERM/SIGINT.
+  `decisions` (a `halving.DecisionLog`): judge the trials at its rungs (`_run_in_rungs`).
   """
   errors, members = {}, []
   for trial, workdir in trials_and_dirs:
@@ -107,11 +113,11 @@ def train_fused(trials_and_dirs: list, stop_request: interrupts.StopRequest) -> 
     for _, workdir, _ in members:
       workdir.mkdir(parents=True, exist_ok=True)
       stack.enter_context(run_lock.hold(workdir))
-    errors.update(_train_group(members, stop_request))
+    errors.update(_train_group(members, stop_request, decisions))
   return errors
 
 
-def run_group(trials_and_dirs: list) -> int:
+def run_group(trials_and_dirs: list, decisions=None) -> int:
   """Trains one fused group in this process (`python -m seqlab.sweeps.trial --fused`).
 
   Prints `error: [TRIAL] ...` for each trial that failed and returns 1 if any did.
@@ -120,7 +126,7 @@ def run_group(trials_and_dirs: list) -> int:
     raise SeqlabError('--trial names trials that cannot be fused (other shapes or steps)')
   with interrupts.catch_stop_signals() as stop_request:
     try:
-      errors = train_fused(trials_and_dirs, stop_request)
+      errors = train_fused(trials_and_dirs, stop_request, decisions)
     except OSError as error:  # a refused write stops the group: one error line, exit 74
       workdir = next((w for _, w in trials_and_dirs
                       if str(error.filename or '').startswith(str(w))), trials_and_dirs[0][1])
@@ -188,7 +194,7 @@ class FusedProgram:
     raise NotImplementedError('a fused trial stops after a NaN; it does not roll back alone')
 
 
-def _train_group(members: list, stop_request: interrupts.StopRequest) -> dict:
+def _train_group(members: list, stop_request: interrupts.StopRequest, decisions=None) -> dict:
   first_config, first_setup = members[0][0].config, members[0][2]
   model = registry.module_of(first_setup.model_config)
   tools = loop.Tools.make(model, first_config.log.sample_length)
@@ -210,9 +216,63 @@ def _train_group(members: list, stop_request: interrupts.StopRequest) -> dict:
     print(f'fused: {len(group)} trials of {registry.describe(cfg)} in one '
           f'step on {program.mesh.size} {jax.local_devices()[0].platform} device(s), '
           + (f'resuming at step {start}' if start else 'from step 0'), flush=True)
-    loop.run(program, group, tools, start, stop_request)
+    _run_in_rungs(program, group, tools, start, stop_request, model, decisions)
   finally:
     with contextlib.ExitStack() as closing:  # every recorder closes, even if one fails to
       for member in group:
         closing.callback(member.recorder.close)
   return {m.name: m.error for m in group if m.error is not None}
+
+
+def _run_in_rungs(program: FusedProgram, group: list, tools: loop.Tools, start: int,
+                  stop_request: interrupts.StopRequest, model, decisions) -> None:
+  """`loop.run` of the group; with `decisions` (a `halving.DecisionLog`), rung by rung.
+
+  At each rung the group stops (checkpoints), reports its trials' val losses
+  there together, and goes on with those that continue: a trial that stops, or
+  waits for its decision, leaves the group with its checkpoint at the rung, and
+  the step is compiled again for the trials left (`FusedProgram` of fewer, on a
+  mesh for their number). A rung already decided in the log is not judged again.
+  """
+  from seqlab.sweeps import halving  # pylint: disable=g-import-not-at-top
+  members = list(group)
+  rungs = decisions.rungs.of(members[0].config.train.num_steps) if decisions else []
+  for number, step in rungs:
+    if step < start:
+      continue
+    if step > start:
+      loop.run(program, members, tools, start, stop_request, stop_at_step=step)
+      start = step
+    ledger = decisions.report([
+        halving.Report(m.name, number, step, m.recorder.meta['last_val_loss'])
+        for m in members if m.alive and m.recorder.meta['last_val_step'] == step])
+    going_on = []  # (index in the program, member)
+    for i, member in enumerate(members):
+      decided = ledger.decision(member.name, number)
+      if not member.alive:  # stopped by a NaN: its error is kept, its place freed
+        continue
+      if decided is not None and decided['decision'] == halving.CONTINUE:
+        member.recorder.print(f'halving: {halving.describe_decision(decided)}')
+        going_on.append((i, member))
+        continue
+      if decided is not None:
+        member.recorder.print(f'halving: {halving.describe_decision(decided)}; its '
+                              'checkpoint is kept')
+      elif ledger.report_of(member.name, number) is not None:
+        member.recorder.print(f'halving: waits at rung {number} (step {step}) for more trials '
+                              'to reach it, checkpointed; the sweep starts it again if it '
+                              'continues')
+      else:  # never reported there (past the rung when early stopping began): not judged
+        going_on.append((i, member))
+    if len(going_on) != len(members):
+      if going_on:
+        program = FusedProgram([m for _, m in going_on],
+                               [program.state_of(i) for i, _ in going_on], model)
+        print(f'fused: {len(going_on)} of {len(members)} trials continue after rung {number} '
+              f'(step {step}), in one step on {program.mesh.size} device(s)', flush=True)
+      members = [m for _, m in going_on]
+    if not members:
+      return
+    if stop_request.signum is not None:
+      raise interrupts.Interrupted(stop_request.signum, step)
+  loop.run(program, members, tools, start, stop_request)

@@ -100,12 +100,15 @@ def read_trial(path: pathlib.Path) -> declare.Trial:
                        config_from_json(text))
 
 
-def task_command(trial_files_and_dirs: list, fused: bool = False) -> list[str]:
-  """The process of one task: a trial, or (`fused`) one fused group of trials."""
+def task_command(trial_files_and_dirs: list, fused: bool = False,
+                 halving_log: pathlib.Path | None = None) -> list[str]:
+  """The process of one task: a trial, or (`fused`) one fused group of trials; judged at the
+  rungs of `halving_log` (the sweep's halving.jsonl) if given."""
   pairs = [arg for path, workdir in trial_files_and_dirs
            for arg in (f'--trial_json={pathlib.Path(path).absolute()}',
                        f'--workdir={pathlib.Path(workdir).absolute()}')]
-  return [sys.executable, '-m', ENTRY, *(['--fused'] if fused else []), *pairs]
+  judged = [f'--halving_log={pathlib.Path(halving_log).absolute()}'] if halving_log else []
+  return [sys.executable, '-m', ENTRY, *(['--fused'] if fused else []), *judged, *pairs]
 
 
 def printable(command: list[str]) -> str:

@@ -14,6 +14,11 @@ sweep joins a running cluster; every node must then see the repository, its
 Python environment and the sweep directory at the same paths (a shared file
 system), as is usual on clusters.
 
+With `--early_stop`, trials judge themselves at their rungs through the sweep's
+decision log (`seqlab.sweeps.halving`), which every node must see on the shared
+file system with working `flock`; a trial let through after waiting at a rung
+becomes a new task.
+
 Stopping: SIGTERM/SIGINT/SIGHUP to the sweep writes SWEEP_DIR/.stop; each task
 passes SIGTERM on to its trial (which checkpoints) and queued tasks do not
 start. Ray is an optional dependency (requirements-ray.txt), imported here only.
@@ -65,9 +70,10 @@ def _ray():
 
 
 def run(sweep, tasks, stop: interrupts.StopRequest, address: str | None, parallel: int,
-        finish) -> None:
+        finish, more=None) -> None:
   """Runs `tasks` (runner.Task) as Ray tasks; `finish(task, trial, exit_status, seconds,
-  node)` records each trial when its task ends."""
+  node)` records each trial when its task ends; `more(idle)` gives tasks to run next (trials
+  let through at a rung: `runner.EarlyStopping`), `idle` when no task is in flight."""
   ray = _ray()
   stop_path = sweep.sweep_dir / STOP_FILENAME
   stop_path.unlink(missing_ok=True)
@@ -97,15 +103,24 @@ def run(sweep, tasks, stop: interrupts.StopRequest, address: str | None, paralle
           f'{resources.get("GPU", 0):g} GPUs; each task asks for '
           f'{"1 GPU" if "num_gpus" in per_task else "1 CPU"}', flush=True)
     pending = {}
-    for task in tasks:
+
+    def submit(task):
       log_path = sweep.sweep_dir / 'logs' / f'{task.name}.log'
       ref = remote.remote(task.command, str(log_path), str(REPO), str(stop_path))
       pending[ref] = task
       for trial in task.trials:
         sweep.record(trial.name, status='submitted', slot='ray', pid=None, log=task.name)
-    while pending:
+
+    for task in tasks:
+      submit(task)
+    while True:
       if stop.signum is not None and not stop_path.exists():
         stop_path.write_text(f'stopped by signal {stop.signum}\n')
+      new = more(not pending) if more is not None and stop.signum is None else []
+      for task in new:
+        submit(task)
+      if not pending:
+        break
       done, _ = ray.wait(list(pending), num_returns=1, timeout=0.2)
       for ref in done:
         task = pending.pop(ref)

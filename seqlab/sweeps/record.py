@@ -8,6 +8,7 @@ import json
 import pathlib
 
 from seqlab.run import directory as rundir
+from seqlab.sweeps import halving
 
 STATUS_FILENAME = 'sweep.json'
 
@@ -44,6 +45,7 @@ class SweepRun:
     self.sweep_dir, self.trials = pathlib.Path(sweep_dir), trials
     self.status = {t.name: {'overrides': t.overrides, 'command': commands[t.name],
                             'status': 'pending'} for t in trials}
+    self.fused_tasks = 0  # fused groups started so far: the next is logs/fused-<this>.log
 
   def save(self) -> None:
     rundir.write_atomic(self.sweep_dir / STATUS_FILENAME,
@@ -55,11 +57,14 @@ class SweepRun:
 
 
 def summary(sweep: SweepRun) -> str:
-  """A markdown table: each trial's status and best val loss."""
+  """A markdown table: each trial's status and best val loss (so far, for a trial stopped
+  at a rung)."""
   lines = ['', '| trial | status | best val loss | at step |', '|---|---|---:|---:|']
   for trial in sweep.trials:
     status = sweep.status[trial.name]
-    results = rundir.load_json(sweep.sweep_dir / trial.name / rundir.RESULTS_FILENAME) or {}
+    run_dir = sweep.sweep_dir / trial.name
+    results = rundir.load_json(run_dir / rundir.RESULTS_FILENAME) or \
+        halving.read_stopped(run_dir) or {}
     best = results.get('best_val_loss')
     lines.append(f'| {trial.name} | {status["status"]} | '
                  f'{f"{best:.4f}" if best is not None else "-"} | '

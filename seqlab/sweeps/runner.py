@@ -26,6 +26,15 @@ With `--fused`, trials that share array shapes run as one process that trains
 them together (`seqlab.sweeps.fused`); its console output is logs/fused-K.log.
 With `--executor ray`, the same commands run as Ray tasks (`seqlab.sweeps.ray_tasks`).
 This process imports no JAX: the fused groups are found by a short child process.
+
+With `--early_stop`, trials are judged at rungs (`seqlab.sweeps.halving`,
+SWEEP_DIR/halving.jsonl): the trial processes report and learn their decisions
+themselves; this process (`EarlyStopping`) records the trials stopped at a rung
+(status `stopped at rung N (step S)`, stopped.json in the run directory, an
+HParams session) and those waiting at one, starts a waiting trial again when it
+is let through, and closes the lowest rung that trials wait at when it has
+nothing else to run. A re-run skips stopped trials and keeps waiting ones
+waiting: the log's decisions stand.
 """
 
 import dataclasses
@@ -42,6 +51,7 @@ from seqlab import interrupts
 from seqlab.run import directory as rundir
 from seqlab.run import lock as run_lock
 from seqlab.sweeps import declare as sweep_lib
+from seqlab.sweeps import halving
 from seqlab.sweeps import handoff
 from seqlab.sweeps import hparams
 from seqlab.sweeps import record
@@ -106,10 +116,11 @@ class Task:
   fused: bool = False
 
 
-def _command(sweep_dir: pathlib.Path, trials: list, fused: bool = False) -> list[str]:
+def _command(sweep_dir: pathlib.Path, trials: list, fused: bool = False,
+             halving_log: pathlib.Path | None = None) -> list[str]:
   """The process of `trials` (written by `handoff.write_trial`): one, or a fused group."""
   return handoff.task_command([(handoff.trial_path(sweep_dir, t.name), sweep_dir / t.name)
-                               for t in trials], fused)
+                               for t in trials], fused, halving_log)
 
 
 def fused_groups(sweep_dir: pathlib.Path, trials: list) -> list[list]:
@@ -129,39 +140,55 @@ def fused_groups(sweep_dir: pathlib.Path, trials: list) -> list[list]:
 
 def run_sweep(sweep_dir: pathlib.Path, trials: list[sweep_lib.Trial], commands: dict[str, str],
               parallel: int = 1, fused: bool = False, executor: str = 'local',
-              address: str | None = None) -> int:
+              address: str | None = None, early_stop: str | None = None,
+              early_stop_eta: int | None = None) -> int:
   """Runs the trials not yet finished; returns the sweep's exit status.
 
   `commands[name]` re-runs that trial alone (recorded and printed). `fused`
   trains trials that share shapes together, a process per group. `executor`
   'ray' runs the same processes as Ray tasks (`seqlab.sweeps.ray_tasks`), on
-  the cluster at `address` or on a local instance.
+  the cluster at `address` or on a local instance. `early_stop` (rungs) and
+  `early_stop_eta`: successive halving (`seqlab.sweeps.halving.parse_rungs`);
+  a sweep directory that has a decision log keeps its rungs without them.
   """
   if executor not in ('local', 'ray'):
     raise SeqlabError(f"unknown --executor {executor!r}; use 'local' or 'ray'")
+  if early_stop is None and early_stop_eta is not None:
+    raise SeqlabError('--early_stop_eta needs --early_stop')
   sweep_dir = pathlib.Path(sweep_dir)
+  rungs = halving.parse_rungs(early_stop, early_stop_eta, max(
+      t.config.train.num_steps for t in trials)) if early_stop is not None else None
+  if rungs is not None:
+    halving.check_trials(rungs, trials)
   sweep_dir.mkdir(parents=True, exist_ok=True)
   (sweep_dir / 'logs').mkdir(exist_ok=True)
   with run_lock.hold(sweep_dir), interrupts.catch_stop_signals(
       'passing it on: running trials checkpoint and stop') as stop:
+    log = halving.DecisionLog.for_sweep(sweep_dir, rungs)
+    if log is not None and rungs is None:
+      halving.check_trials(log.rungs, trials)
     sweep = SweepRun(sweep_dir, trials, commands)
-    todo = []
+    early = EarlyStopping(sweep, log) if log is not None else None
+    todo, finished = [], set()
     for trial in trials:
       if record.is_finished(sweep_dir / trial.name, trial.config.train.num_steps):
         sweep.status[trial.name]['status'] = 'done'
+        finished.add(trial.name)
       else:
         todo.append(trial)
         handoff.write_trial(sweep_dir, trial)
+    if early is not None:
+      todo = early.begin(todo)
     sweep.save()
-    hparams.write_experiment(sweep_dir, trials)
-    if fused:
-      tasks = [Task(f'fused-{i}', tuple(g), _command(sweep_dir, g, fused=True), fused=True)
-               for i, g in enumerate(fused_groups(sweep_dir, todo) if todo else [])]
-    else:
-      tasks = [Task(t.name, (t,), _command(sweep_dir, [t])) for t in todo]
+    hparams.write_experiment(sweep_dir, trials, early_stop=early is not None)
+    tasks = _tasks(sweep, todo, fused, early)
     total = len(trials)
-    print(f'sweep {sweep_dir}: {total} trials, {total - len(todo)} already done, {len(todo)} to '
-          f'run' + (f' in {len(tasks)} fused group(s)' if fused else ''), end='')
+    held = f', {len(early.held)} waiting at a rung' if early and early.held else ''
+    stopped = len(trials) - len(finished) - len(todo) - len(early.held) if early else 0
+    print(f'sweep {sweep_dir}: {total} trials, {len(finished)} already done'
+          + (f', {stopped} stopped early' if stopped else '') + held
+          + f', {len(todo)} to run' + (f' in {len(tasks)} fused group(s)' if fused else '')
+          + (f'; early stopping: {log.rungs.describe()}' if log is not None else ''), end='')
     if executor == 'ray':
       print(' as Ray tasks', flush=True)
       while stop.signum is None and any([_busy(sweep, t, report=True) for t in tasks]):
@@ -169,22 +196,156 @@ def run_sweep(sweep_dir: pathlib.Path, trials: list[sweep_lib.Trial], commands: 
       from seqlab.sweeps import ray_tasks  # pylint: disable=g-import-not-at-top
       for task in tasks:
         _write_log_header(sweep, task)
+
+      def more(idle: bool) -> list[Task]:
+        new = _tasks(sweep, early.released(idle), fused, early) if early else []
+        for task in new:
+          _write_log_header(sweep, task)
+        return new
       ray_tasks.run(sweep, tasks, stop, address, parallel,
                     lambda task, trial, code, seconds, node: _finish(
-                        sweep, task, trial, code, seconds, slot=node))
+                        sweep, task, trial, code, seconds, slot=node, early=early),
+                    more=more)
     else:
       slots = make_slots(parallel)
       print(f' on {len(slots)} slot(s): {"; ".join(s.label for s in slots)}', flush=True)
-      _run(sweep, tasks, slots, stop)
+      _run(sweep, tasks, slots, stop, early, fused)
+    if early is not None:
+      early.settle()
     return _conclude(sweep, stop)
 
 
+def _tasks(sweep: SweepRun, trials: list, fused: bool,
+           early: 'EarlyStopping | None') -> list[Task]:
+  """The processes of `trials`: one each, or (`fused`) one per fused group."""
+  log_path = early.log.path if early else None
+  if not trials:
+    return []
+  if not fused:
+    return [Task(t.name, (t,), _command(sweep.sweep_dir, [t], halving_log=log_path))
+            for t in trials]
+  first = sweep.fused_tasks
+  groups = fused_groups(sweep.sweep_dir, trials)
+  sweep.fused_tasks += len(groups)
+  return [Task(f'fused-{first + i}', tuple(g), _command(sweep.sweep_dir, g, True, log_path),
+               fused=True) for i, g in enumerate(groups)]
+
+
+class EarlyStopping:
+  """The sweep process's side of successive halving (`seqlab.sweeps.halving`).
+
+  The trial processes judge themselves in the log; this records what they
+  decided, holds the trials that wait at a rung until their decision, and
+  closes a rung (`DecisionLog.close`) when nothing else can run.
+  """
+
+  def __init__(self, sweep: SweepRun, log: halving.DecisionLog):
+    self.sweep, self.log = sweep, log
+    self.held: dict[str, sweep_lib.Trial] = {}  # waiting at a rung, no process running
+    self._started = set()  # (trial, rung): started by this process after that rung's decision
+
+  def begin(self, todo: list) -> list:
+    """Starts this run of the sweep in the log; returns the trials of `todo` that may train
+    (not stopped at a rung, nor waiting at one)."""
+    roster = {t.name: len(self.log.rungs.of(t.config.train.num_steps)) for t in self.sweep.trials}
+    ledger = self.log.start(roster)
+    todo = [t for t in todo if not self._settle(t, ledger)]
+    for trial in todo:
+      self._note_start(trial, ledger)
+    return todo
+
+  def finish(self, trial: sweep_lib.Trial) -> bool:
+    """After the trial's process ended: records it if it stopped at a rung or waits at one,
+    or holds it if it was let through after its process had left it waiting (True); else
+    False (it ended for another reason)."""
+    ledger = self.log.read()
+    if self._settle(trial, ledger, say=True):
+      return True
+    last = ledger.last_decision(trial.name)
+    if last is not None and last['decision'] == halving.CONTINUE and last.get('waited') and \
+        (trial.name, last['rung']) not in self._started:
+      self.held[trial.name] = trial  # decided while its process was ending: start it again
+      return True
+    return False
+
+  def _note_start(self, trial: sweep_lib.Trial, ledger: halving.Ledger) -> None:
+    last = ledger.last_decision(trial.name)
+    if last is not None:
+      self._started.add((trial.name, last['rung']))
+
+  def released(self, idle: bool) -> list:
+    """The held trials let through since the last call; `idle` (nothing running or
+    queued): first closes the lowest rung that held trials wait at, if none was let through."""
+    if not self.held:
+      return []
+    ledger = self.log.read()
+    waiting = ledger.waiting()
+    if idle and all(name in waiting for name in self.held):
+      rung = min(waiting[name] for name in self.held)
+      print(f'halving: nothing else to run; closing rung {rung}: the trials waiting there are '
+            'judged among those that reached it', flush=True)
+      ledger = self.log.close(rung)
+      waiting = ledger.waiting()
+    return self._let_through(ledger)
+
+  def settle(self) -> None:
+    """When the sweep stops (a signal): records what was decided for the held trials; those
+    let through stay `pending`, for the next run of the sweep to start."""
+    if self.held:
+      self._let_through(self.log.read())
+
+  def _let_through(self, ledger: halving.Ledger) -> list:
+    """The held trials that `ledger` lets through (their status now `pending`); records
+    those it stopped."""
+    out, waiting = [], ledger.waiting()
+    for name in [n for n in self.held if n not in waiting]:
+      trial = self.held.pop(name)
+      if not self._settle(trial, ledger, say=True):
+        out.append(trial)
+        self._note_start(trial, ledger)
+        rung = max(n for n, _ in self.log.rungs.of(trial.config.train.num_steps)
+                   if ledger.decision(name, n) is not None)
+        print(f'halving: {name} {halving.describe_decision(ledger.decision(name, rung))}',
+              flush=True)
+        for field in ('rung', 'rung_step'):
+          self.sweep.status[name].pop(field, None)
+        self.sweep.record(name, status='pending')
+    return out
+
+  def _settle(self, trial: sweep_lib.Trial, ledger: halving.Ledger, say: bool = False) -> bool:
+    outcome = ledger.outcome(trial.name)
+    if outcome is None:
+      return False
+    kind, event = outcome
+    status = halving.status_text(kind, event['rung'], event['step'])
+    if kind == 'waiting':
+      self.held[trial.name] = trial
+      self.sweep.record(trial.name, status=status, rung=event['rung'], rung_step=event['step'],
+                        error=None, pid=None)
+      if say:
+        print(f'halving: {trial.name} waits at rung {event["rung"]} (step {event["step"]}): '
+              f'fewer than eta={self.log.rungs.eta} trials have reached it so far', flush=True)
+      return True
+    run_dir = self.sweep.sweep_dir / trial.name
+    if run_dir.is_dir() and halving.read_stopped(run_dir) is None:  # the run directory too
+      stopped = halving.stopped_record(run_dir, event)
+      hparams.write_stopped_session(run_dir, stopped)
+      rundir.write_atomic(run_dir / halving.STOPPED_FILENAME, json.dumps(stopped, indent=2))
+    self.sweep.record(trial.name, status=status, rung=event['rung'], rung_step=event['step'],
+                      error=None, pid=None)
+    if say:
+      print(f'halving: {trial.name} {halving.describe_decision(event)}; its checkpoint is '
+            'kept', flush=True)
+    return True
+
+
 def _run(sweep: SweepRun, todo: list[Task], slots: list[Slot],
-         stop: interrupts.StopRequest) -> None:
+         stop: interrupts.StopRequest, early: EarlyStopping | None = None,
+         fused: bool = False) -> None:
   running = {}  # slot index -> (task, process, start time, log file)
   forwarded = False
   try:
-    while todo or running:
+    while todo or running or (early and early.held and stop.signum is None):
       free = [i for i in range(len(slots)) if i not in running]
       for task in list(todo) if stop.signum is None else []:
         if free and not _busy(sweep, task, report=True):
@@ -201,7 +362,10 @@ def _run(sweep: SweepRun, todo: list[Task], slots: list[Slot],
         log.close()
         del running[slot_index]
         for trial in task.trials:
-          _finish(sweep, task, trial, process.returncode, time.perf_counter() - started)
+          _finish(sweep, task, trial, process.returncode, time.perf_counter() - started,
+                  early=early)
+      if early is not None and stop.signum is None:  # waiting trials let through go first
+        todo[:0] = _tasks(sweep, early.released(idle=not todo and not running), fused, early)
       if stop.signum is not None and not running:
         break
       time.sleep(0.1)
@@ -275,7 +439,7 @@ def _start(sweep: SweepRun, task: Task, slot: Slot):
 
 
 def _finish(sweep: SweepRun, task: Task, trial: sweep_lib.Trial, returncode: int,
-            seconds: float, slot: str | None = None) -> None:
+            seconds: float, slot: str | None = None, early: EarlyStopping | None = None) -> None:
   log_path = sweep.sweep_dir / 'logs' / f'{task.name}.log'
   fields = {'exit_status': returncode, 'seconds': round(seconds, 1), 'pid': None}
   if slot is not None:
@@ -285,6 +449,8 @@ def _finish(sweep: SweepRun, task: Task, trial: sweep_lib.Trial, returncode: int
     sweep.record(trial.name, status='done', error=None, **fields)
     print(f'done  {trial.name} in {duration(seconds)}: best val loss '
           f'{results.get("best_val_loss", float("nan")):.4f}', flush=True)
+  elif early is not None and early.finish(trial):  # stopped at a rung, or waiting at one
+    sweep.record(trial.name, **fields)
   elif returncode in _STOPPED:
     sweep.record(trial.name, status='interrupted', error=None, **fields)
     print(f'stopped {trial.name}; re-run the sweep to continue it from its last checkpoint',
