@@ -65,6 +65,7 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   config.optim.b1 = 0.9
   config.optim.b2 = 0.999  # also rmsprop's decay
   config.optim.weight_decay = 0.0  # adamw only
+  config.optim.decay = 'all'  # adamw: which parameters decay: 'all', or 'matrices' (nanoGPT's)
   config.optim.grad_clip = 5.0  # global-norm clipping; 0 disables
   config.optim.schedule = 'cosine'  # 'constant', 'cosine' (warmup + cosine) or 'exponential'
   config.optim.warmup_steps = 200  # 'cosine' only

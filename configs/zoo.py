@@ -75,6 +75,7 @@ def _gpt(config):
   config.optim.learning_rate = 1e-3
   config.optim.b2 = 0.99
   config.optim.weight_decay = 0.1
+  config.optim.decay = 'matrices'
   config.optim.grad_clip = 1.0
 
 
@@ -95,6 +96,7 @@ def _nanogpt(config):
   config.optim.learning_rate = 1e-3
   config.optim.b2 = 0.99
   config.optim.weight_decay = 0.1
+  config.optim.decay = 'matrices'
   config.optim.grad_clip = 1.0
   config.optim.warmup_steps = 100
   config.optim.final_lr_fraction = 0.1

@@ -126,6 +126,10 @@ def sweep(config, config_arg: str, cli_overrides: dict, workdir=None, *, paralle
   sweep_dir = pathlib.Path(workdir or default_sweep_dir(config_arg))
   if sweep_dir.exists() and not sweep_dir.is_dir():
     raise SeqlabError(f'--workdir {sweep_dir} is a file, not a sweep directory; use another path')
+  if only and (early_stop is not None or (sweep_dir / 'halving.jsonl').exists()):
+    # A rung judges a trial against every trial of the sweep that may still reach it.
+    raise SeqlabError('--trial and early stopping do not mix: successive halving judges the '
+                      'trials of the whole sweep; run it without --trial')
   commands = {t.name: handoff.rerun_command(config_arg, cli_overrides, t, sweep_dir / t.name)
               for t in trials}
   return runner.run_sweep(sweep_dir, trials, commands, parallel, fused, executor, address,

@@ -11,6 +11,7 @@ from seqlab.errors import SeqlabError
 
 NAMES = ('adam', 'adamw', 'rmsprop')
 SCHEDULES = ('constant', 'cosine', 'exponential')
+DECAY = ('all', 'matrices')  # what adamw's weight decay applies to
 
 # field: (test, the allowed range as the error states it); values must also be finite.
 _RANGES = {
@@ -49,6 +50,8 @@ def check(optim_config) -> None:
         math.isfinite(value) and test(value)
     if not ok:
       raise SeqlabError(f'optim.{field} must be {allowed}, got {value!r}')
+  if optim_config.get('decay', 'all') not in DECAY:
+    raise SeqlabError(f'unknown optim.decay {optim_config.decay!r}; use {_words(DECAY)}')
   if optim_config.get('schedule', 'constant') not in SCHEDULES:
     raise SeqlabError(f'unknown optim.schedule {optim_config.schedule!r}; use '
                       f'{_words(SCHEDULES)}')
@@ -97,11 +100,12 @@ def make_optimizer(optim_config, schedule: optax.Schedule,
   if name == 'adam':
     opt = optax.adam(schedule, b1=value['b1'], b2=value['b2'])
   elif name == 'adamw':
-    # As nanoGPT's configure_optimizers: matrices (kernels, embeddings) decay; biases and
-    # norm scales do not.
+    # decay='matrices' as nanoGPT's configure_optimizers: parameters of 2 or more
+    # dimensions (kernels, embeddings) decay; biases and norm scales do not.
+    mask = None if optim_config.get('decay', 'all') == 'all' else \
+        (lambda params: jax.tree.map(lambda p: p.ndim >= 2, params))
     opt = optax.adamw(schedule, b1=value['b1'], b2=value['b2'],
-                      weight_decay=value['weight_decay'],
-                      mask=lambda params: jax.tree.map(lambda p: p.ndim >= 2, params))
+                      weight_decay=value['weight_decay'], mask=mask)
   elif name == 'rmsprop':
     opt = optax.rmsprop(schedule, decay=value['b2'])
   else:

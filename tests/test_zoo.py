@@ -15,6 +15,7 @@ import pytest
 
 from configs import zoo
 from conftest import final_params, run_command, scalars
+from seqlab import data
 from seqlab import evaluate as evaluate_lib
 from seqlab import interrupts
 from seqlab import optim
@@ -45,8 +46,8 @@ def _tiny(model: str, text_file, **overrides):
             'log.sample_length': 20, 'train.num_steps': 16, 'eval.every_steps': 8,
             'log.every_steps': 1, 'log.checkpoint_every_steps': 8, 'log.sample_steps': (8,),
             'log.novelty_num_samples': 0, **overrides}
-  if model == 'gpt':
-    config.model.context = 8
+  if model == 'gpt':  # windows shorter than the context: the KV cache's append path runs
+    config.model.context = 16
   for key, value in fields.items():
     group, field = key.split('.')
     config[group][field] = value
@@ -71,11 +72,11 @@ def test_bad_model_configs_are_one_error(text_file, tmp_path, change, message):
 def test_a_gpt_refuses_to_carry_state_or_read_past_its_window(text_file, tmp_path):
   config = _tiny('gpt', text_file)
   config.data.batching = 'streams'
-  with pytest.raises(SeqlabError, match='cannot carry state past its window of 8 tokens; set '
+  with pytest.raises(SeqlabError, match='cannot carry state past its window of 16 tokens; set '
                      '--config.data.batching=windows'):
     train.build(config, tmp_path / 'run')
-  config = _tiny('gpt', text_file, **{'eval.seq_len': 9})
-  with pytest.raises(SeqlabError, match=r"eval.seq_len=9 is longer than the gpt's context of 8"):
+  config = _tiny('gpt', text_file, **{'eval.seq_len': 17})
+  with pytest.raises(SeqlabError, match=r"eval.seq_len=17 is longer than the gpt's context of 16"):
     train.build(config, tmp_path / 'run')
   config = _tiny('gpt', text_file)
   config.model.num_heads = 3
@@ -106,6 +107,10 @@ def test_adamw_decays_matrices_only_as_nanogpt_does():
   np.testing.assert_allclose(new['kernel'], shrunk, rtol=1e-6)
   np.testing.assert_allclose(new['embed'], shrunk, rtol=1e-6)
   np.testing.assert_array_equal(new['bias'], 1.0)
+  config.decay = 'all'  # the default: every parameter decays
+  optimizer = optim.make_optimizer(config, optim.make_schedule(config, 10, 1))
+  updates, _ = optimizer.update(zero_grads, optimizer.init(params), params)
+  np.testing.assert_allclose(optax.apply_updates(params, updates)['bias'], shrunk, rtol=1e-6)
 
 
 def test_every_variant_names_a_model_of_about_the_lstms_size():
@@ -139,6 +144,16 @@ def test_each_model_resumes_exactly_and_samples(model, text_file, tmp_path):
                                 setup.model_config, setup.corpus.val, config.eval.num_streams,
                                 config.eval.seq_len)
   assert again['loss'] == pytest.approx(whole['best_val_loss'], rel=1e-6)
+  if model == 'gpt':  # every window read from the zero state, not after the one before it
+    nll, count = 0.0, 0.0
+    for inputs, targets, mask in data.eval_chunks(setup.corpus.val, config.eval.num_streams,
+                                                   config.eval.seq_len):
+      logits, _ = run.model.apply({'params': run.params}, inputs,
+                                  run.model.init_carry(inputs.shape[0]))
+      nll += float(jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+                           * mask))
+      count += float(mask.sum())
+    assert again['loss'] == pytest.approx(nll / count, rel=1e-5)
 
   args = ('--workdir', tmp_path / 'whole', '--prime', 'ANNA:', '--length', '40', '--seed', '2')
   first, second = (run_command(*args, module='seqlab.sample') for _ in range(2))

@@ -29,6 +29,7 @@ from seqlab.models import mamba
 from seqlab.models import min_rnn
 
 DEFAULT = 'char_rnn'
+_VARIANT = {'char_rnn': 'lstm', 'min_rnn': 'mingru'}  # a configs/zoo.py variant of each model
 
 
 class Family(NamedTuple):
@@ -77,7 +78,7 @@ def config_of(model_config, vocab_size: int):
     raise SeqlabError(
         f"model.name={name!r} has no field(s) {', '.join(foreign)}; its fields are "
         f"{', '.join(sorted(fields))} (start from a config or variant that declares this model, "
-        "e.g. configs/zoo.py:" + ('lstm' if name == 'char_rnn' else name) + ')')
+        f'e.g. configs/zoo.py:{_VARIANT.get(name, name)})')
   return config_class(vocab_size=vocab_size, **given)
 
 

@@ -301,6 +301,8 @@ class DecisionLog:
     """The sweep's log: created with `rungs`, or the existing one (whose rungs must then
     equal `rungs` if given); None if there is none and no `rungs`."""
     path = pathlib.Path(sweep_dir) / LOG_FILENAME
+    if path.exists() and not path.stat().st_size:  # killed while creating it: nothing decided
+      path.unlink()
     if not path.exists():
       if rungs is None:
         return None

@@ -33,7 +33,8 @@ from seqlab.run import metrics_writer
 EXPERIMENT_TAG = '_hparams_/experiment'
 SUFFIX = '.sweep-hparams'
 # Shown after the swept keys when the sweep does not set them: what a reader looks for first.
-CONSTANTS = ('model.cell', 'model.num_layers', 'model.hidden_size', 'model.dropout',
+CONSTANTS = ('model.name', 'model.cell', 'model.num_layers', 'model.hidden_size', 'model.width',
+             'model.context', 'model.dropout',
              'optim.learning_rate', 'data.batch_size', 'data.seq_len', 'train.num_steps', 'seed')
 # The metrics each trial's recorder writes when it finishes (seqlab/run/recorder.py).
 FINAL_METRICS = ('final/val_loss', 'final/val_bpc', 'final/best_val_loss', 'final/test_loss',
