@@ -3,6 +3,7 @@
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from seqlab import data
@@ -27,10 +28,13 @@ def evaluate(eval_step, params, model_config, tokens: np.ndarray,
   Returns {'loss': nats/char, 'bpc': bits/char, 'chars': predictions counted}.
   """
   windowed = registry.window(model_config) is not None
-  carry, zeros, sums = None, None, []
+  carry, zero_after, sums = None, None, []
   for chunk in data.eval_chunks(tokens, num_streams, seq_len):
-    if windowed and zeros is not None:
-      carry = zeros
+    if windowed and carry is not None:
+      # The zero state, computed from the last chunk's: chunks still run one after the other.
+      # (Independent steps would run concurrently, and concurrent collectives can deadlock
+      # a CPU split into devices.)
+      carry = zero_after(carry)
     if carry is None:  # placed once, so every chunk calls eval_step alike
       carry = registry.init_carry(model_config, chunk[0].shape[0])
       if placement is None:
@@ -38,7 +42,9 @@ def evaluate(eval_step, params, model_config, tokens: np.ndarray,
       else:
         sharding = placement.eval_sharding(chunk[0].shape[0])
         place = lambda tree: placement.put(tree, jax.tree.map(lambda _: sharding, tree))
-      carry = zeros = place(carry)
+      carry = place(carry)
+      zero_after = jax.jit(lambda tree: jax.tree.map(jnp.zeros_like, tree),
+                           out_shardings=jax.tree.map(lambda x: x.sharding, carry))
     carry, nll_sum, count = eval_step(params, carry, *place(chunk))
     sums.append((nll_sum, count))
   sums = jax.device_get(sums)
