@@ -10,7 +10,6 @@ import pytest
 from conftest import run_command
 from configs import zoo as zoo_configs
 from seqlab.bench import flops
-from seqlab.bench import main as bench_main
 from seqlab.bench import worker
 from seqlab.bench import zoo
 from seqlab.models import registry
@@ -151,8 +150,7 @@ def test_zoo_rows_use_the_zoo_configs_at_08m():
       config = registry.config_of(zoo.MODELS[model][size], worker.VOCAB)
       assert low < registry.count_params(
           jax.eval_shape(lambda c=config: registry.init_params(c, 0))) < high
-  split = bench_main._split_zoo  # pylint: disable=protected-access
-  assert split(['lstm:S', 'mingru:0.8M', 'gpt:5M']) == (
+  assert zoo.split_rows(['lstm:S', 'mingru:0.8M', 'gpt:5M']) == (
       ['lstm:S'], [('mingru', '0.8M'), ('gpt', '5M')])
   assert zoo.rows_of(['0.8M'])[0] == ('lstm', '0.8M')
 

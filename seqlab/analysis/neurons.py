@@ -4,8 +4,9 @@
 
 The model reads the text (default: the start of the run's held-out val split)
 once, from the zero state, and every unit of every layer is recorded after each
-character: for an LSTM the cell state `c` and the hidden state `h`, for a GRU or
-RNN `h`. Each unit is then correlated (Pearson) with simple features of the
+character: for an LSTM the cell state `c` and the hidden state `h`, for a GRU,
+RNN, minGRU or minLSTM `h`, for Hawk the RG-LRU's state `h` (Mamba and the GPT have
+no such units: an error line). Each unit is then correlated (Pearson) with simple features of the
 text; the best unit per feature is reported and drawn, as in Karpathy's post.
 
 Writes to DIR: `units.md` / `units.json` (best units per feature),
@@ -28,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from seqlab.models import char_rnn as model_lib
+from seqlab.models import registry
 from seqlab.analysis import neuron_pages
 from seqlab.run import directory as rundir
 from seqlab.run import load as runs
@@ -46,10 +47,8 @@ class Recording:
 
 def record(run: runs.LoadedRun, text: str, top_k: int = 5) -> Recording:
   """Runs the model over `text` from the zero state and records every unit at every step."""
-  cfg: model_lib.ModelConfig = run.model.config
-  if not isinstance(cfg, model_lib.ModelConfig):
-    raise SeqlabError(f'{run.workdir} is a {run.config.model.name} run; seqlab.neurons reads '
-                      'the cells of the rnn/gru/lstm models only')
+  cfg = run.model.config
+  registry.neuron_states(cfg)  # a model without such states: one error line
   ids = run.vocab.encode(text)  # raises a clear error for unknown characters
 
   @jax.jit
@@ -62,12 +61,9 @@ def record(run: runs.LoadedRun, text: str, top_k: int = 5) -> Recording:
 
   intermediates, top_ids, top_probs = forward(run.params, jnp.asarray(ids)[None])
   columns, units = [], []
-  for layer in range(cfg.num_layers):
-    (states,) = intermediates[f'layer_{layer}']['states']
-    named = zip(('c', 'h'), states) if cfg.cell == 'lstm' else [('h', states)]
-    for kind, values_Nx1xH in named:  # CharLM's layers are time-major
-      columns.append(np.asarray(values_Nx1xH[:, 0]))
-      units += [f'{layer}/{kind}/{j}' for j in range(cfg.hidden_size)]
+  for layer, kind, values_NxH in registry.recorded_states(cfg, intermediates):
+    columns.append(np.asarray(values_NxH))
+    units += [f'{layer}/{kind}/{j}' for j in range(values_NxH.shape[1])]
   return Recording(text, units, np.concatenate(columns, axis=1),
                    np.asarray(top_ids), np.asarray(top_probs))
 
@@ -225,12 +221,12 @@ def main(argv):
     if out.exists() and not out.is_dir():
       raise SeqlabError(f'--out {out} is a file; give a folder')
     cfg = run.model.config
+    states = registry.neuron_states(cfg)
     for unit in f.unit:
       layer, kind, index = unit.split('/')
-      if int(layer) >= cfg.num_layers or int(index) >= cfg.hidden_size or \
-          (kind == 'c' and cfg.cell != 'lstm'):
-        raise SeqlabError(f'--unit {unit} does not exist in a {cfg.num_layers}x'
-                          f'{cfg.hidden_size} {cfg.cell}')
+      if int(layer) >= cfg.num_layers or int(index) >= states.get(kind, 0):
+        raise SeqlabError(f'--unit {unit} does not exist in a {registry.describe(cfg)} '
+                          f'(its states: {", ".join(states)})')
     report = analyse(run, text, out, f.unit)
   except SeqlabError as e:
     print(f'error: {e}', file=sys.stderr)

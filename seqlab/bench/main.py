@@ -112,12 +112,6 @@ def machine() -> dict:
           'python': platform.python_version(), 'load_average_start': list(os.getloadavg())}
 
 
-def _split_zoo(items: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
-  """(the items that are not zoo rows, the zoo rows as (model, size))."""
-  rows = [zoo.parse(item) for item in items]
-  return [i for i, r in zip(items, rows) if r is None], [r for r in rows if r is not None]
-
-
 def _parse_train(items: list[str]) -> list[tuple[str, str]]:
   pairs = [tuple(item.split(':')) for item in items]
   bad = [i for i, p in zip(items, pairs) if len(p) != 2 or p[1] not in SHAPES
@@ -350,8 +344,8 @@ def main(argv):
     raise app.UsageError(f'--scan {_SCAN.value}: use sequential and/or associative')
   train_items = [t for t in _TRAIN.value if t] if not sizes or FLAGS['train'].present else []
   sample_items = [s for s in _SAMPLE.value if s] if not sizes or FLAGS['sample'].present else []
-  train_items, zoo_train = _split_zoo(train_items)
-  sample_shapes, zoo_sample = _split_zoo(sample_items)
+  train_items, zoo_train = zoo.split_rows(train_items)
+  sample_shapes, zoo_sample = zoo.split_rows(sample_items)
   if sizes and not FLAGS['train'].present:
     zoo_train = zoo.rows_of(sizes)
   if sizes and not FLAGS['sample'].present:

@@ -139,3 +139,9 @@ def sample_only_table(samples: list[dict], trained: set) -> str:
     lines.append(f'| {s["model"]}:{s["size"]} ({s["describe"]}) | {s["batch"]} | '
                  f'{s["length"]} | {s["chars_per_sec"]:,.0f} | {s["first_call_s"]:.2f} |')
   return '\n'.join(lines)
+
+
+def split_rows(items: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+  """(the items that are not zoo rows, the zoo rows as (model, size))."""
+  rows = [parse(item) for item in items]
+  return [i for i, r in zip(items, rows) if r is None], [r for r in rows if r is not None]

@@ -212,6 +212,7 @@ class RecurrentBlock(nn.Module):
     u_BxTxL = nn.Dense(cfg.lru, kernel_init=_fan_in(), name='linear_x')(x_BxTxD)
     u_BxTxL, conv = Conv1D(cfg.conv_width, name='conv_1d')(u_BxTxL, carry['conv'], reset_BxT)
     u_BxTxL, h_BxL = RGLRU(cfg.scan, name='rg_lru')(u_BxTxL, carry['rg_lru'], reset_BxT)
+    self.sow('intermediates', 'h', u_BxTxL)  # seqlab.neurons: the RG-LRU state after each step
     out_BxTxD = nn.Dense(cfg.width, kernel_init=out_init, name='linear_out')(u_BxTxL * y_BxTxL)
     return out_BxTxD, {'conv': conv, 'rg_lru': h_BxL}
 

@@ -173,6 +173,7 @@ class MinRNNLM(nn.Module):
                                    name=f'rnn_{i}')(nn.RMSNorm(name=f'rnn_norm_{i}')(x_TxBxD),
                                                     carry[i])
       new_carry.append(h_BxH)
+      self.sow('intermediates', f'h_{i}', h_TxBxH)  # seqlab.neurons: the state after each step
       if cfg.hidden != cfg.width:
         h_TxBxH = nn.Dense(cfg.width, name=f'rnn_out_{i}')(h_TxBxH)
       x_TxBxD = x_TxBxD + drop(h_TxBxH)

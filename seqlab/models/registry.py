@@ -100,6 +100,38 @@ def window(config) -> int | None:
   return config.context if isinstance(config, gpt.GPTConfig) else None
 
 
+def neuron_states(config) -> dict[str, int]:
+  """{kind: units per layer} of the recurrent states `seqlab.neurons` records: an LSTM's
+  `c` and `h`, the `h` of the other char-rnn cells, of minGRU/minLSTM and of the RG-LRU.
+  Mamba's state (d_inner x d_state per layer) and a GPT's KV cache are not one unit per
+  feature: a SeqlabError says so."""
+  if isinstance(config, char_rnn.ModelConfig):
+    return {'c': config.hidden_size, 'h': config.hidden_size} if config.cell == 'lstm' \
+        else {'h': config.hidden_size}
+  if isinstance(config, min_rnn.MinRNNConfig):
+    return {'h': config.hidden}
+  if isinstance(config, hawk.HawkConfig):
+    return {'h': config.lru}
+  raise SeqlabError(f'seqlab.neurons records recurrent states of units (the char-rnn cells, '
+                    f'minGRU/minLSTM, the RG-LRU); a {describe(config)} has none')
+
+
+def recorded_states(config, intermediates) -> list[tuple[int, str, Any]]:
+  """[(layer, kind, N x units)] of one sequence (batch 1) recorded with
+  `apply(..., mutable=['intermediates'])`, in the order of `neuron_states`."""
+  found = []
+  for layer in range(config.num_layers):
+    if isinstance(config, char_rnn.ModelConfig):  # time-major, a carry per step
+      (states,) = intermediates[f'layer_{layer}']['states']
+      per_kind = dict(zip(('c', 'h'), states)) if config.cell == 'lstm' else {'h': states}
+      found += [(layer, kind, values[:, 0]) for kind, values in per_kind.items()]
+    elif isinstance(config, min_rnn.MinRNNConfig):  # time-major
+      found.append((layer, 'h', intermediates[f'h_{layer}'][0][:, 0]))
+    else:  # hawk, batch-major
+      found.append((layer, 'h', intermediates[f'recurrent_{layer}']['h'][0][0]))
+  return found
+
+
 def count_params(params) -> int:
   return int(sum(x.size for x in jax.tree.leaves(params)))
 
