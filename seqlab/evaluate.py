@@ -10,6 +10,14 @@ from seqlab import data
 from seqlab.models import registry
 
 
+# Chunks dispatched ahead of the device. Unbounded, a split CPU deadlocked: XLA:CPU holds
+# an in-flight slot (32 per device) for every dispatched program, and once a device's slots
+# were taken by later chunks waiting on their inputs, the chunk they waited for could not
+# start, while its other half held the other device in an all-reduce (a zoo:gpt run's
+# 109-chunk evaluation hung twice; the char-rnn's 28 chunks never had).
+MAX_IN_FLIGHT = 8
+
+
 def bits(nats: float) -> float:
   """nats/char -> bits/char."""
   return nats / math.log(2)
@@ -47,6 +55,8 @@ def evaluate(eval_step, params, model_config, tokens: np.ndarray,
                            out_shardings=jax.tree.map(lambda x: x.sharding, carry))
     carry, nll_sum, count = eval_step(params, carry, *place(chunk))
     sums.append((nll_sum, count))
+    if len(sums) > MAX_IN_FLIGHT:  # the chunk dispatched MAX_IN_FLIGHT ago has finished
+      jax.block_until_ready(sums[-MAX_IN_FLIGHT - 1])
   sums = jax.device_get(sums)
   total = sum(float(s) for s, _ in sums)
   count = sum(float(c) for _, c in sums)
