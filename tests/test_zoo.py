@@ -219,8 +219,10 @@ def test_recorded_states_are_the_carry_after_each_symbol(model):
                               mutable=['intermediates'])
   recorded = registry.recorded_states(config, variables['intermediates'])
   assert [(layer, kind) for layer, kind, _ in recorded] == [(0, 'h'), (1, 'h')]
-  for t in range(6):
-    _, carry = module.apply({'params': params}, tokens[:, :t + 1], module.init_carry(1))
+  step = jax.jit(lambda params, token, carry: module.apply({'params': params}, token, carry))
+  carry = module.init_carry(1)
+  for t in range(6):  # one symbol at a time (== the whole sequence: tests/test_zoo_*.py)
+    _, carry = step(params, tokens[:, t:t + 1], carry)
     for layer, _, values_NxH in recorded:
       state = carry[layer] if model == 'mingru' else carry[layer]['rg_lru']
       np.testing.assert_allclose(values_NxH[t], state[0], rtol=1e-5, atol=1e-6)
