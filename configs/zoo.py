@@ -68,9 +68,14 @@ def _gpt(config):
   shakespeare_char on a CPU, with AdamW (weight decay 0.1 on matrices) on random windows."""
   config.model = _model('gpt', num_layers=4, num_heads=4, width=128, context=64, dropout=0.0,
                         bias=False)
+  _windows_and_nanogpt_optimizer(config)
+
+
+def _windows_and_nanogpt_optimizer(config):
+  """Random windows of the model's context (training and evaluation), and nanoGPT's
+  AdamW: lr 1e-3, b2 0.99, weight decay 0.1 on matrices, clip 1.0."""
   config.data.batching = 'windows'
-  config.data.seq_len = 64
-  config.eval.seq_len = 64
+  config.data.seq_len = config.eval.seq_len = config.model.context
   config.optim.name = 'adamw'
   config.optim.learning_rate = 1e-3
   config.optim.b2 = 0.99
@@ -87,17 +92,9 @@ def _nanogpt(config):
   val windows)."""
   config.model = _model('gpt', num_layers=6, num_heads=6, width=384, context=256, dropout=0.2,
                         bias=False)
-  config.data.batching = 'windows'
+  _windows_and_nanogpt_optimizer(config)
   config.data.batch_size = 64
-  config.data.seq_len = 256
-  config.eval.seq_len = 256
   config.parallel.cpu_devices = 0
-  config.optim.name = 'adamw'
-  config.optim.learning_rate = 1e-3
-  config.optim.b2 = 0.99
-  config.optim.weight_decay = 0.1
-  config.optim.decay = 'matrices'
-  config.optim.grad_clip = 1.0
   config.optim.warmup_steps = 100
   config.optim.final_lr_fraction = 0.1
   config.train.num_steps = 5000
