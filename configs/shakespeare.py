@@ -97,11 +97,16 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   config.parallel.process_id = config_dict.placeholder(int)
   config.parallel.distributed = False  # True: jax.distributed with SLURM/MPI/TPU auto-detection
 
-  # --- eval: full passes over the val split (and the test split at the end).
+  # --- eval: full passes over the val split (and the test split at the end), under two
+  # protocols (seqlab/evaluate.py): 'stream' reads the split with the state carried from
+  # its first symbol; 'windows' (nanoGPT's) reads windows of eval.window, each from nothing.
   config.eval = config_dict.ConfigDict()
   config.eval.every_steps = 500
-  config.eval.num_streams = 16  # the split is read as this many contiguous streams
-  config.eval.seq_len = 256  # chunk length of the pass; the state carries across chunks
+  config.eval.protocol = 'stream'  # the one that is val_loss: best checkpoint, early stopping
+  config.eval.both_protocols = True  # also evaluate the other one (logged under its name)
+  config.eval.window = 256  # 'windows': nanoGPT's block_size (the GPT: at most its context)
+  config.eval.num_streams = 16  # rows per evaluation step: contiguous streams, or windows
+  config.eval.seq_len = 256  # 'stream': chunk length of the pass; the state carries across chunks
 
   # --- log: console, TensorBoard, samples and checkpoints.
   config.log = config_dict.ConfigDict()

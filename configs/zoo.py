@@ -75,7 +75,7 @@ def _windows_and_nanogpt_optimizer(config):
   """Random windows of the model's context (training and evaluation), and nanoGPT's
   AdamW: lr 1e-3, b2 0.99, weight decay 0.1 on matrices, clip 1.0."""
   config.data.batching = 'windows'
-  config.data.seq_len = config.eval.seq_len = config.model.context
+  config.data.seq_len = config.eval.window = config.model.context
   config.optim.name = 'adamw'
   config.optim.learning_rate = 1e-3
   config.optim.b2 = 0.99
@@ -88,7 +88,7 @@ def _nanogpt(config):
   """nanoGPT's config/train_shakespeare_char.py: the baby GPT (6x384, 6 heads, context 256,
   dropout 0.2, no biases, tied embedding) and its train.py: AdamW (b2 0.99, weight decay 0.1
   on matrices), lr 1e-3 with 100 warmup steps and cosine decay to 1e-4 over 5,000 steps,
-  clip 1.0, batch 64 x 256; evaluated on every window of the val split (nanoGPT: 200 random
+  clip 1.0, batch 64 x 256; evaluated on every 256-window of the val split (nanoGPT: 200 random
   val windows)."""
   config.model = _model('gpt', num_layers=6, num_heads=6, width=384, context=256, dropout=0.2,
                         bias=False)
@@ -110,7 +110,7 @@ def _smoke(config):
     if field in config.model:
       config.model[field] = value
   if 'context' in config.model:
-    config.model.context = config.data.seq_len = config.eval.seq_len = 32
+    config.model.context = config.data.seq_len = config.eval.window = 32
   config.parallel.cpu_devices = 1
 
 

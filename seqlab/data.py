@@ -241,3 +241,32 @@ def eval_chunks(tokens: np.ndarray, num_streams: int, seq_len: int):
   for c in range(num_chunks):
     sl = slice(c * seq_len, (c + 1) * seq_len)
     yield inputs[:, sl], targets[:, sl], mask[:, sl]
+
+
+def window_chunks(tokens: np.ndarray, window: int, batch: int, stride: int | None = None):
+  """Every next-symbol prediction of a split, in windows that are each read from the zero state.
+
+  Window k covers predictions [k * stride, k * stride + window), `batch` windows per chunk.
+  stride None (= window): non-overlapping windows from offset 0 of the split, nanoGPT's
+  kind; the last one is partial. stride < window: sliding windows, each scoring only the
+  predictions the previous one did not (the first scores all of its own), so every prediction
+  past the first window sees at least window - stride symbols of context. Either way every
+  one of the len(tokens) - 1 predictions has mask 1 exactly once. Yields (inputs, targets,
+  mask) of shape (batch, window); windows that pad the last chunk are all mask 0.
+  """
+  n = len(tokens) - 1
+  if n < 1:
+    raise SeqlabError('an evaluation split has fewer than 2 symbols; use a larger split fraction')
+  stride = stride or window
+  if not 0 < stride <= window:
+    raise ValueError(f'stride {stride} must be in [1, window={window}]')
+  num_windows = 1 + max(0, -(-(n - window) // stride))
+  num_windows = -(-num_windows // batch) * batch  # whole chunks
+  starts = np.arange(num_windows)[:, None] * stride
+  pos = starts + np.arange(window)  # (windows, window): the prediction each position makes
+  first_scored = np.where(starts == 0, 0, starts - stride + window)  # the previous one's end
+  mask = ((pos < n) & (pos >= first_scored)).astype(np.float32)
+  pos = np.minimum(pos, n - 1)  # padding reads some valid symbol; its mask is 0
+  inputs, targets = tokens[pos].astype(np.int32), tokens[pos + 1].astype(np.int32)
+  for c in range(0, num_windows, batch):
+    yield inputs[c:c + batch], targets[c:c + batch], mask[c:c + batch]

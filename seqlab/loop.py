@@ -140,8 +140,7 @@ class Member:
 
   def evaluate(self, tools: Tools, params, tokens) -> dict:
     return evaluate_lib.evaluate(tools.eval_step, params, self.setup.model_config, tokens,
-                                 self.config.eval.num_streams, self.config.eval.seq_len,
-                                 self.placement)
+                                 self.config.eval, self.placement)
 
 
 def resume(member: Member, fresh_state) -> steps.TrainState:
@@ -262,7 +261,8 @@ def finish(member: Member, tools: Tools, state) -> dict:
   best_params = best[0].params if best else state.params
   if len(corpus.test) >= 2:
     test = member.evaluate(tools, best_params, corpus.test)
-    results.update(test_loss=test['loss'], test_bpc=test['bpc'])
+    results.update(test_loss=test['loss'], test_bpc=test['bpc'],
+                   **evaluate_lib.by_protocol('test', test))
   if config.log.novelty_num_samples:
     samples = tools.sample(best_params, _prime_ids(corpus.vocab, config.log.sample_prime),
                            config.log.novelty_num_samples, jax.random.PRNGKey(config.seed),

@@ -71,12 +71,25 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
 
 
 def make_eval_step(model: nn.Module):
-  """Returns `eval_step(params, carry, inputs, targets, mask) -> (carry, nll_sum, count)`."""
+  """Returns `eval_step(params, carry, inputs, targets, mask) -> (carry, sums)`.
+
+  sums, all reduced over the batch (so they come back replicated, whatever the split):
+  'nll', 'count': the masked NLL and its count; with s, c a row's NLL sum and count and m the
+  chunk's mean loss, 'dev_sq' = sum (s - m c)^2, 'dev_count' = sum (s - m c) c and
+  'count_sq' = sum c^2 (the standard error over windows, without per-row arrays on the
+  host, centred so float32 loses nothing to cancellation); 'nll_T', 'count_T': by position.
+  """
 
   def eval_step(params, carry, inputs_BxT, targets_BxT, mask_BxT):
     logits_BxTxV, carry = model.apply({'params': params}, inputs_BxT, carry, train=False)
     nll_BxT = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, targets_BxT)
-    return carry, jnp.sum(nll_BxT * mask_BxT), jnp.sum(mask_BxT)
+    nll_BxT = nll_BxT * mask_BxT
+    nll_B, count_B = jnp.sum(nll_BxT, axis=1), jnp.sum(mask_BxT, axis=1)
+    nll, count = jnp.sum(nll_B), jnp.sum(count_B)
+    dev_B = nll_B - nll / jnp.maximum(count, 1.0) * count_B
+    return carry, {'nll': nll, 'count': count, 'dev_sq': jnp.sum(dev_B * dev_B),
+                   'dev_count': jnp.sum(dev_B * count_B), 'count_sq': jnp.sum(count_B * count_B),
+                   'nll_T': jnp.sum(nll_BxT, axis=0), 'count_T': jnp.sum(mask_BxT, axis=0)}
 
   return eval_step
 

@@ -19,6 +19,7 @@ import numpy as np
 from seqlab.run import checkpoint
 from seqlab import cpu_estimate
 from seqlab import data
+from seqlab import evaluate as evaluate_lib
 from seqlab import interrupts
 from seqlab import loop
 from seqlab.models import registry
@@ -57,7 +58,9 @@ def build(config, workdir: pathlib.Path) -> Setup:
   config_dict = json.loads(config.to_json_best_effort())
   if workdir.exists() and not workdir.is_dir():
     raise SeqlabError(f'--workdir {workdir} is a file, not a run directory; use another path')
-  _check_window(config, registry.config_of(config.model, vocab_size=1))  # model.* before the data
+  model_check = registry.config_of(config.model, vocab_size=1)  # model.* before the data
+  _check_window(config, model_check)
+  evaluate_lib.check_config(config.eval, model_check)
   optim.check(config.optim)
   _positive(config, 'data.batch_size', 'data.seq_len', 'train.num_steps', 'eval.every_steps',
             'eval.num_streams', 'eval.seq_len', 'log.every_steps', 'log.checkpoint_every_steps',
@@ -98,11 +101,10 @@ def _check_window(config, model_config) -> None:
   if config.data.batching != 'windows':
     raise SeqlabError(f"a {config.model.name} cannot carry state past its window of {window} "
                       "tokens; set --config.data.batching=windows")
-  for name in ('data.seq_len', 'eval.seq_len'):
-    group, field = name.split('.')
-    if config[group][field] > window:
-      raise SeqlabError(f'{name}={config[group][field]} is longer than the {config.model.name}\'s '
-                        f'context of {window} tokens; set --config.{name}={window} or less')
+  if config.data.seq_len > window:
+    raise SeqlabError(f'data.seq_len={config.data.seq_len} is longer than the '
+                      f"{config.model.name}'s context of {window} tokens; "
+                      f'set --config.data.seq_len={window} or less')
 
 
 class AloneProgram:

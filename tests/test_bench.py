@@ -9,7 +9,7 @@ import pytest
 
 from conftest import run_command
 from configs import zoo as zoo_configs
-from seqlab.bench import flops
+from seqlab.models import flops
 from seqlab.bench import worker
 from seqlab.bench import zoo
 from seqlab.models import registry
@@ -84,7 +84,7 @@ def test_bench_reports_training_sampling_and_the_torch_peer(tmp_path):
       in result.stdout
 
 
-# --- The zoo rows' FLOP count (seqlab/bench/flops.py) against counts by hand, V = 65.
+# --- The zoo rows' FLOP count (seqlab/models/flops.py) against counts by hand, V = 65.
 # Each: (model group, matmul parameters, the other parameters, extra FLOPs per character).
 # "Other" is what 6N leaves out (lookups, biases, norms, convs, ...): with it the hand count
 # also matches every parameter the model has, so nothing is miscounted as the other kind.

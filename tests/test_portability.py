@@ -87,7 +87,7 @@ def _val_loss_here(run) -> float:
   eval_step = jax.jit(steps.make_eval_step(run.model))
   corpus = runs.load_corpus(run)
   return evaluate_lib.evaluate(eval_step, run.params, run.model.config, corpus.val,
-                               config.eval.num_streams, config.eval.seq_len, None)['loss']
+                               config.eval, None)['loss']
 
 
 def test_two_device_run_restores_samples_evaluates_on_one_device(two_device_run, tmp_path):

@@ -7,6 +7,7 @@ import re
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from tensorboard.plugins.hparams import plugin_data_pb2
@@ -99,7 +100,7 @@ def test_evaluate_equals_one_pass_over_the_split(text_file):
   params = random_params(model.init, jnp.zeros((1, 1), jnp.int32), model_lib.init_carry(config, 1))
   tokens = np.random.default_rng(0).integers(0, 20, size=200).astype(np.int32)
   result = evaluate_lib.evaluate(jax.jit(steps.make_eval_step(model)), params, config, tokens,
-                                 num_streams=1, seq_len=7)
+                                 ml_collections.ConfigDict({'num_streams': 1, 'seq_len': 7}))
   logits, _ = jax.jit(model.apply)({'params': params}, tokens[None, :-1],
                                    model_lib.init_carry(config, 1))
   logits = np.asarray(logits[0], np.float64)  # the reference in float64 numpy
@@ -215,7 +216,7 @@ def test_test_loss_comes_from_the_best_checkpoint(text_file, tmp_path):
   assert results['best_val_loss'] == pytest.approx(best_loss, rel=1e-6)
   model = model_lib.CharLM(setup.model_config)
   test = evaluate_lib.evaluate(jax.jit(steps.make_eval_step(model)), best.params,
-                               setup.model_config, setup.corpus.test, 4, 16)
+                               setup.model_config, setup.corpus.test, config.eval)
   assert results['test_loss'] == pytest.approx(test['loss'], rel=1e-6)
 
 

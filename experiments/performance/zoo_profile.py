@@ -11,7 +11,7 @@ shared machine, which moves from minute to minute, hits every variant alike:
   other scan   the other scan form (sequential <-> associative), for a model with a scan
   no scan      its linear recurrence replaced by elementwise work without the time loop
                (seqlab.bench.worker._stub_scans): the model without its scan
-  matmuls      only the weight matmuls that the FLOP count counts (seqlab.bench.flops.matrices),
+  matmuls      only the weight matmuls that the FLOP count counts (seqlab.models.flops.matrices),
                at the step's shapes: x (B*T x in) @ W forward and both backward products, with
                the batch split over the devices as in training. What its 6N FLOPs cost alone.
   ceiling      the bench's 2048^3 fp32 matmul (the denominator of "of ceiling"), its rows
@@ -55,7 +55,7 @@ def main():
   import jax
   import jax.numpy as jnp
   import numpy as np
-  from seqlab.bench import flops
+  from seqlab.models import flops
   from seqlab.bench import worker
   from seqlab.bench import zoo
   from seqlab.models import hawk, mamba, min_rnn, registry

@@ -17,7 +17,7 @@ SIZE one of 0.8M, 5M (batch 32 x seq 256) or tiny (tests), e.g.
 `--train mingru:0.8M,lstm:0.8M --sample mingru:0.8M`. `--zoo 0.8M,5M` is every zoo model
 at those sizes, the same-size LSTM first, for both `--train` and `--sample` (when those are
 not given). A zoo row reports its FLOPs per character by its own model's count
-(`seqlab/bench/flops.py`: 6 x matmul parameters, embedding lookups not counted, a tied
+(`seqlab/models/flops.py`: 6 x matmul parameters, embedding lookups not counted, a tied
 output head counted; plus attention for the GPT and the selective scan for Mamba) and its
 fraction of the matmul ceiling by that count, beside the same-size LSTM's chars/s counted
 alike; the GPT reads a window of 256 there. `--scan sequential,associative` trains each

@@ -175,7 +175,7 @@ def train(cell: str | None = None, num_layers: int | None = None,
   """
   from seqlab import parallel  # pylint: disable=g-import-not-at-top
   parallel.use_cpu_devices(cpu_devices)  # before anything starts JAX
-  from seqlab.bench import flops  # pylint: disable=g-import-not-at-top
+  from seqlab.models import flops  # pylint: disable=g-import-not-at-top
   from seqlab.models import registry  # pylint: disable=g-import-not-at-top
   if stub_scans:
     _stub_scans()

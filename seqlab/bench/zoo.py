@@ -4,7 +4,7 @@ A row is `MODEL:SIZE` (`--train mingru:0.8M,lstm:0.8M`, or `--zoo 0.8M,5M` for a
 MODEL one of `MODELS`, SIZE one of `SIZES`. Every row trains batch 32 x seq 256 (`tiny`: 8 x
 32, for tests) with Adam and clipping 5, as the LSTM rows do, on random tokens of tiny
 Shakespeare's 65 symbols, with dropout 0 and fp32. Its FLOPs per character are counted per
-model (`seqlab.bench.flops`), so its fraction of the matmul ceiling is by its own count.
+model (`seqlab.models.flops`), so its fraction of the matmul ceiling is by its own count.
 
 The 0.8M groups are configs/zoo.py's (the lead's choice; tests/test_bench.py checks they still
 are), except that the GPT reads a window of 256 (zoo.py's CPU GPT: 64) so that it trains on the
@@ -25,7 +25,7 @@ _MAMBA = dict(name='mamba', d_state=16, d_conv=4, expand=2, dt_rank=0, dropout=0
 _GPT = dict(name='gpt', dropout=0.0, bias=False)
 
 # model -> size -> the config's `model` group (registry.config_of). Parameters (all of them;
-# seqlab.bench.flops.matmul_params for those the FLOP count uses): in the comments.
+# seqlab.models.flops.matmul_params for those the FLOP count uses): in the comments.
 MODELS = {
     'lstm': {
         'tiny': dict(name='char_rnn', cell='lstm', num_layers=2, hidden_size=16),
@@ -102,7 +102,7 @@ def table(rows: list[dict], samples: list[dict], ceiling: float, dtype: str = 'f
   memory = 'peak device MiB' if on_device else 'peak RSS MiB'
   sample_header = ''.join(f' sample b{b} chars/s |' for b in batches)
   lines = [f'Zoo training ({dtype} matmul ceiling measured in this run: {ceiling:,.0f} GFLOP/s; '
-           'FLOPs per character by each model\'s own count, seqlab/bench/flops.py)', '',
+           'FLOPs per character by each model\'s own count, seqlab/models/flops.py)', '',
            '| row | params (matmul) | batch x seq | devices | chars/s | vs LSTM | FLOPs/char | '
            f'GFLOP/s | of ceiling | compile s | {memory} |{sample_header}',
            '|---|---:|---|' + '---:|' * (8 + len(batches))]

@@ -18,6 +18,7 @@ from seqlab import data
 from seqlab import evaluate as evaluate_lib
 from seqlab import parallel
 from seqlab.errors import NonFiniteLossError
+from seqlab.models import flops
 from seqlab.models import registry
 from seqlab.run import checkpoint
 from seqlab.run import directory as rundir
@@ -51,6 +52,7 @@ class RunRecorder:
     self.writer = None
     self._process_start = time.perf_counter()
     self._wall_time_before = 0.0
+    self.flops_per_char = flops.per_char(setup.model_config)['total']  # training FLOPs
 
   def print(self, text: str) -> None:
     if self.primary:
@@ -110,10 +112,18 @@ class RunRecorder:
 
   def log_val(self, done: int, val: dict) -> bool:
     """Writes a val loss; returns whether it is the lowest so far (a new 'best')."""
-    self.writer.scalars(done, {'val/loss': val['loss'], 'val/bpc': val['bpc']})
+    chars_per_step = self.config.data.batch_size * self.config.data.seq_len
+    self.writer.scalars(done, {
+        'val/loss': val['loss'], 'val/bpc': val['bpc'],  # eval.protocol's
+        **{f'val/loss_{p}': val[p]['loss'] for p in evaluate_lib.PROTOCOLS if p in val},
+        # the x axes of equal-compute comparisons (seqlab.compare --x time|flops)
+        'val/train_seconds': self.meta['train_time'],
+        'val/train_flops': float(done * chars_per_step * self.flops_per_char)})
     self.meta['last_val_loss'], self.meta['last_val_step'] = val['loss'], done
+    others = ''.join(f' | {p} {val[p]["loss"]:.4f}' for p in evaluate_lib.PROTOCOLS
+                     if p in val and p != val['protocol'])
     self.print(f'step {done}/{self.config.train.num_steps} | val loss {val["loss"]:.4f} | '
-               f'val bpc {val["bpc"]:.4f}')
+               f'val bpc {val["bpc"]:.4f} ({val["protocol"]}){others}')
     if val['loss'] < self.meta['best_val_loss']:
       self.meta['best_val_loss'], self.meta['best_step'] = val['loss'], done
       return True
@@ -145,6 +155,11 @@ class RunRecorder:
         'data_time_fraction': meta['data_time'] / meta['train_time'] if meta['train_time']
                               else None,
         'num_params': num_params,
+        'eval_protocol': evaluate_lib.setting(config.eval, 'protocol'),
+        'eval_window': evaluate_lib.setting(config.eval, 'window'),
+        **evaluate_lib.by_protocol('val', val),
+        **({'val_loss_by_position': val['windows']['by_position']} if 'windows' in val else {}),
+        'train_time': meta['train_time'], 'flops_per_char': self.flops_per_char,
         'wall_time': self._wall_time_before + time.perf_counter() - self._process_start,
     }
 
@@ -158,7 +173,11 @@ class RunRecorder:
       rundir.write_results(self.workdir, results)
     self.print(
         f'done: val loss {results["val_loss"]:.4f} nats/char = {results["val_bpc"]:.4f} '
-        'bits/char'
+        f'bits/char ({results["eval_protocol"]})'
+        + (f'; over windows of {results["eval_window"]} from the zero state (nanoGPT\'s '
+           f'protocol): {results["val_loss_windows"]:.4f} +- '
+           f'{results.get("val_loss_windows_stderr") or 0:.4f}'
+           if 'val_loss_windows' in results and results['eval_protocol'] != 'windows' else '')
         + (f', test loss {results["test_loss"]:.4f} nats/char ({results["test_bpc"]:.4f} bpc)'
            if 'test_loss' in results else '')
         + ('\nsampled n-grams found verbatim in the train split: ' + ', '.join(

@@ -38,7 +38,8 @@ CONSTANTS = ('model.name', 'model.cell', 'model.num_layers', 'model.hidden_size'
              'optim.learning_rate', 'data.batch_size', 'data.seq_len', 'train.num_steps', 'seed')
 # The metrics each trial's recorder writes when it finishes (seqlab/run/recorder.py).
 FINAL_METRICS = ('final/val_loss', 'final/val_bpc', 'final/best_val_loss', 'final/test_loss',
-                 'final/test_bpc', 'final/chars_per_sec', 'final/num_params')
+                 'final/test_bpc', 'final/val_loss_stream', 'final/val_loss_windows',
+                 'final/chars_per_sec', 'final/num_params')
 _DIFFERS = b'\x38\x01'  # field 7 (differs), varint 1
 STATUS = 'status'  # the hparam of a stopped trial's session: `stopped at rung N (step S)`
 STOPPED_SUFFIX = '.halving'  # the event file of a stopped trial's session
