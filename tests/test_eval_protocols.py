@@ -3,6 +3,7 @@ window by window from the zero state; `stream` against a step-by-step pass; the 
 windows; what a run reports under each; and their configuration errors."""
 
 import json
+import pathlib
 
 import jax
 import numpy as np
@@ -217,3 +218,37 @@ def test_flops_per_char_of_the_lstm_counts_its_matrices():
   config = shakespeare.get_config('smoke')
   config.model.hidden_size, config.model.num_layers = 16, 2
   assert flops.per_char(registry.config_of(config.model, V))['total'] == 6 * (3 * 1024 + 176)
+
+
+PRE_PROTOCOL_RUN = pathlib.Path(__file__).parent / 'fixtures' / 'pre_zoo_run'  # eval: no protocol
+
+
+def test_score_a_run_made_before_the_protocols(tmp_path):
+  """`seqlab.score` on a run whose config has no eval.protocol/window: its stream loss is the
+  val loss the run logged at that step; windows of 256 and of 32 differ."""
+  logged = dict(scalars(PRE_PROTOCOL_RUN, 'val/loss'))[10]
+  out = {}
+  for window in (None, 32):
+    path = tmp_path / f'{window}.json'
+    args = ['--workdir', PRE_PROTOCOL_RUN, '--checkpoint', 'latest', '--json', path]
+    result = run_command(*args, *(['--window', str(window)] if window else []),
+                         module='seqlab.score')
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert '| stream |' in result.stdout and f'| windows of {window or 256} |' in result.stdout
+    out[window] = json.loads(path.read_text())
+  assert out[None]['step'] == 10 and out[None]['window'] == 256 and out[32]['window'] == 32
+  assert out[None]['stream']['loss'] == pytest.approx(logged, rel=1e-5)
+  assert out[32]['stream']['loss'] == out[None]['stream']['loss']
+  assert out[32]['windows']['chars'] == out[None]['windows']['chars'] == out[None]['chars']
+  assert len(out[None]['windows']['by_position']) == 256
+  assert out[32]['windows']['loss'] != pytest.approx(out[None]['windows']['loss'], abs=1e-4)
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--window', '0'], 'error: --window must be >= 1, got 0'),
+    (['--num_streams', '0'], 'error: --num_streams must be >= 1, got 0'),
+])
+def test_score_bad_options_are_one_error(args, message):
+  result = run_command('--workdir', PRE_PROTOCOL_RUN, *args, module='seqlab.score')
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1] == message
