@@ -174,6 +174,7 @@ def test_bad_eval_config_is_one_error(variant, fields, message):
     evaluate_lib.check_config(_eval_config(**fields), model_config)
 
 
+@pytest.mark.slow  # trains, or starts JAX in subprocesses
 def test_bad_eval_protocol_from_the_command_line(text_file):
   result = run_command('--config', 'configs/shakespeare.py:smoke', f'--config.data.path={text_file}',
                        '--config.eval.protocol=window', '--workdir', str(text_file.parent / 'run'))
@@ -183,6 +184,7 @@ def test_bad_eval_protocol_from_the_command_line(text_file):
   assert not (text_file.parent / 'run' / 'checkpoints').exists()
 
 
+@pytest.mark.slow  # trains, or starts JAX in subprocesses
 def test_a_run_reports_both_protocols(tmp_path, text_file):
   """results.json and TensorBoard carry both protocols under their names; eval.protocol picks
   val_loss (and the best checkpoint); the equal-compute axes are logged at every evaluation."""
@@ -223,6 +225,7 @@ def test_flops_per_char_of_the_lstm_counts_its_matrices():
 PRE_PROTOCOL_RUN = pathlib.Path(__file__).parent / 'fixtures' / 'pre_zoo_run'  # eval: no protocol
 
 
+@pytest.mark.slow  # trains, or starts JAX in subprocesses
 def test_score_a_run_made_before_the_protocols(tmp_path):
   """`seqlab.score` on a run whose config has no eval.protocol/window: its stream loss is the
   val loss the run logged at that step; windows of 256 and of 32 differ."""
