@@ -101,8 +101,8 @@ def evaluate_protocol(eval_step, params, model_config, tokens: np.ndarray, eval_
   the rows (streams or windows) are split over its devices when they divide evenly (each
   process passes the same chunks).
   Returns {'loss': nats/char, 'bpc': bits/char, 'chars': predictions counted}; `windows`
-  adds 'stderr' (of the loss, over windows) and 'by_position' (mean loss at each position
-  of a window, a list of eval.window floats).
+  adds 'stderr' (of the loss, over windows; None for a single window) and 'by_position'
+  (mean loss at each position of a window, a list of eval.window floats).
   """
   windowed_model = registry.window(model_config) is not None
   batch, window = eval_config.num_streams, setting(eval_config, 'window')
@@ -121,8 +121,8 @@ def evaluate_protocol(eval_step, params, model_config, tokens: np.ndarray, eval_
   result = {'loss': loss, 'bpc': bits(loss), 'chars': int(sums['count'])}
   if protocol == 'windows':
     result['stderr'] = _ratio_stderr(per_chunk, loss, len(tokens) - 1, window)
-    with np.errstate(invalid='ignore'):
-      result['by_position'] = [float(x) for x in sums['nll_T'] / sums['count_T']]
+    result['by_position'] = [float(nll / count) if count else None  # None: a split < window
+                             for nll, count in zip(sums['nll_T'], sums['count_T'])]
   return result
 
 

@@ -64,6 +64,11 @@ def score(run: runs.LoadedRun, split: str = 'val', window: int | None = None,
           'stream': result['stream'], 'windows': result['windows']}
 
 
+def _mean(losses: np.ndarray) -> str:
+  losses = losses[np.isfinite(losses)]  # positions past the end of a short split are NaN
+  return f'{losses.mean():.3f}' if losses.size else '-'
+
+
 def table(scores: dict) -> str:
   """Markdown: the two protocols, and the windows protocol's loss by eighths of the window."""
   stream, windows = scores['stream'], scores['windows']
@@ -71,14 +76,15 @@ def table(scores: dict) -> str:
            f"{scores['split']} split, {scores['chars']:,} predictions", '',
            '| protocol | loss (nats/char) | bits/char |', '|---|---:|---:|',
            f"| stream | {stream['loss']:.4f} | {stream['bpc']:.4f} |",
-           f"| windows of {scores['window']} | {windows['loss']:.4f} +- "
-           f"{windows['stderr'] or 0:.4f} | {windows['bpc']:.4f} |", '']
-  by_position = np.asarray(windows['by_position'])
+           f"| windows of {scores['window']} | {windows['loss']:.4f}"
+           + (f" +- {windows['stderr']:.4f}" if windows['stderr'] is not None else '')
+           + f" | {windows['bpc']:.4f} |", '']
+  by_position = np.asarray([np.nan if x is None else x for x in windows['by_position']], float)
   eighths = np.array_split(np.arange(len(by_position)), min(8, len(by_position)))
   lines += ['windows protocol, mean loss by position in the window:', '',
             '| positions | ' + ' | '.join(f'{p[0]}-{p[-1]}' for p in eighths) + ' |',
             '|---|' + '---:|' * len(eighths),
-            '| loss | ' + ' | '.join(f'{np.nanmean(by_position[p]):.3f}' for p in eighths)
+            '| loss | ' + ' | '.join(_mean(by_position[p]) for p in eighths)
             + ' |']
   return '\n'.join(lines)
 

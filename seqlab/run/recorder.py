@@ -175,8 +175,9 @@ class RunRecorder:
         f'done: val loss {results["val_loss"]:.4f} nats/char = {results["val_bpc"]:.4f} '
         f'bits/char ({results["eval_protocol"]})'
         + (f'; over windows of {results["eval_window"]} from the zero state (nanoGPT\'s '
-           f'protocol): {results["val_loss_windows"]:.4f} +- '
-           f'{results.get("val_loss_windows_stderr") or 0:.4f}'
+           f'protocol): {results["val_loss_windows"]:.4f}'
+           + (f' +- {results["val_loss_windows_stderr"]:.4f}'
+              if results.get('val_loss_windows_stderr') is not None else '')
            if 'val_loss_windows' in results and results['eval_protocol'] != 'windows' else '')
         + (f', test loss {results["test_loss"]:.4f} nats/char ({results["test_bpc"]:.4f} bpc)'
            if 'test_loss' in results else '')
