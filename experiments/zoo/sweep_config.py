@@ -1,0 +1,30 @@
+r"""The equal-compute study's learning-rate and dropout sweep: configs/zoo.py with a get_sweep.
+
+  python launch.py --config experiments/zoo/sweep_config.py:mingru --sweep \
+      --workdir runs/zoo-study/sweeps/mingru --config.train.num_steps=N ...
+
+`python -m experiments.zoo.study sweep` runs it for every model at 0.8M with a third of the
+model's step budget (experiments/zoo/README.md). The config is configs/zoo.py's variant,
+unchanged (`,smoke` works too); the sweep is each model's own learning rate times
+`LR_FACTORS` crossed with `DROPOUTS`.
+"""
+
+from configs import zoo
+from seqlab import sweeps
+
+LR_FACTORS = (0.5, 1.0, 2.0)  # times the variant's learning rate
+DROPOUTS = (0.0, 0.1)
+
+
+def get_config(arg: str | None = None):
+  return zoo.get_config(arg)
+
+
+def learning_rates(arg: str | None) -> list[float]:
+  base = zoo.get_config(arg).optim.learning_rate
+  return [float(f'{base * factor:.3g}') for factor in LR_FACTORS]
+
+
+def get_sweep(arg: str | None = None) -> list[dict]:
+  return sweeps.product(sweeps.axis('optim.learning_rate', learning_rates(arg)),
+                        sweeps.axis('model.dropout', list(DROPOUTS)))

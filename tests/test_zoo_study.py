@@ -1,0 +1,118 @@
+"""experiments/zoo/study.py, the equal-compute study's tooling: its entries, the commands it
+builds, and its table from hand-made run directories. Nothing trains here (the tooling's end-to-end
+check is `study.py ... --smoke`, see experiments/zoo/README.md)."""
+
+import json
+
+import pytest
+
+from conftest import run_command
+from experiments.zoo import study
+
+
+def test_the_entries_are_the_issues():
+  names = [e.name for e in study.ENTRIES]
+  assert len(names) == len(set(names)) == 19
+  assert [e.seed for e in study.ENTRIES if e.key == 'lstm-0.8M'] == [0, 1, 2]  # noise floor
+  for model in study.MODELS:
+    assert [e.seed for e in study.ENTRIES if e.key == f'{model}-5M'] == [0]
+    if model != 'lstm':
+      assert [e.seed for e in study.ENTRIES if e.key == f'{model}-0.8M'] == [0, 1]
+  assert [e.name for e in study.select('gpt')] == ['gpt-0.8M-s0', 'gpt-0.8M-s1', 'gpt-5M-s0']
+  assert [e.name for e in study.select('mamba-5M,lstm-0.8M-s2')] == ['lstm-0.8M-s2',
+                                                                     'mamba-5M-s0']
+  with pytest.raises(SystemExit, match='no such entry'):
+    study.select('rwkv')
+
+
+def test_a_5m_entry_overrides_the_0_8m_variant_as_the_bench_sizes_it():
+  assert study.size_overrides('mingru', '0.8M') == {}
+  assert study.size_overrides('lstm', '5M') == {'model.num_layers': 3, 'model.hidden_size': 512}
+  assert study.size_overrides('gpt', '5M') == {'model.num_layers': 6, 'model.width': 256}
+  assert study.size_overrides('gpt', '5M', smoke=True) == {}
+  entry = study.Entry('hawk', '5M', 0)
+  hparams = {'hawk': {'overrides': {'optim.learning_rate': 0.004, 'model.dropout': 0.1}}}
+  command = study.launch_command(entry.config(), '/tmp/w', study.run_overrides(
+      entry, 2000, hparams, smoke=False))
+  assert command[1:6] == ['launch.py', '--config', 'configs/zoo.py:hawk', '--workdir', '/tmp/w']
+  assert command[6:] == [
+      '--config.model.num_layers=4', '--config.model.width=296', '--config.eval.window=256',
+      '--config.optim.learning_rate=0.004', '--config.model.dropout=0.1', '--config.seed=0',
+      '--config.train.num_steps=2000',
+      '--config.eval.every_steps=200', '--config.log.checkpoint_every_steps=200']
+  gpt = study.run_overrides(study.Entry('gpt', '0.8M', 1), 2000, {}, smoke=False)
+  assert (gpt['model.context'], gpt['data.seq_len'], gpt['data.batch_size']) == (256, 256, 8)
+  assert gpt['eval.window'] == 256
+
+
+def test_the_sweep_is_the_variants_learning_rate_times_factors_by_dropout():
+  from experiments.zoo import sweep_config
+  trials = sweep_config.get_sweep('lstm')
+  assert len(trials) == 6
+  assert sorted({t['optim.learning_rate'] for t in trials}) == [0.0025, 0.005, 0.01]
+  assert sorted({t['model.dropout'] for t in trials}) == [0.0, 0.1]
+  assert sweep_config.get_config('gpt,smoke').model.name == 'gpt'
+
+
+def _finished(runs_dir, name, stream, windows, best_step=900):
+  (runs_dir / name).mkdir(parents=True)
+  (runs_dir / name / 'results.json').write_text(json.dumps({
+      'steps': 1000, 'best_step': best_step, 'num_params': 800_000, 'flops_per_char': 4_800_000,
+      'chars_per_sec': 2048.0, 'train_time': 900.0, 'eval_protocol': 'stream',
+      'val_loss_stream': stream, 'val_loss_windows': windows}))
+
+
+def test_the_table_has_mean_and_spread_over_seeds_and_the_noise_floor(tmp_path):
+  for seed, loss in enumerate((1.50, 1.52, 1.54)):
+    _finished(tmp_path, f'lstm-0.8M-s{seed}', loss, loss + 0.1)
+  _finished(tmp_path, 'mingru-0.8M-s0', 1.52, 1.60)
+  _finished(tmp_path, 'mingru-0.8M-s1', 1.56, 1.64)
+  _finished(tmp_path, 'gpt-0.8M-s0', 1.70, 1.70)
+  rows = {r['key']: r for r in study.table_rows(tmp_path)}
+  assert rows['lstm-0.8M']['val_stream'] == pytest.approx(1.52)
+  assert rows['lstm-0.8M']['val_stream_sd'] == pytest.approx(0.02)
+  assert rows['lstm-0.8M']['seeds'] == '3/3' and rows['gpt-0.8M']['seeds'] == '1/2'
+  assert rows['gpt-0.8M']['val_stream_sd'] is None and rows['hawk-0.8M']['n'] == 0
+  floor = study.noise_floor(list(rows.values()))
+  assert floor['stream'] == pytest.approx(0.02) and floor['n'] == 3
+  lines = {line.split(' | ')[0][2:] + '-' + line.split(' | ')[1]: line
+           for line in study.markdown_table(list(rows.values()), floor).splitlines()[2:]}
+  assert '| 1.5200 ± 0.0200 | 1.6200 ± 0.0200 | 900, 900, 900 | 3/3 | best |' \
+      in lines['lstm-0.8M']
+  assert lines['mingru-0.8M'].endswith('| +0.0200: tie |')  # under 2 sd (0.04) of the floor
+  assert lines['gpt-0.8M'].endswith('| 1.7000 (1 seed) | 900 | 1/2 | +0.1800 |')
+  assert lines['hawk-0.8M'].endswith('| - | - | - | 0/2 | - |')
+
+
+def test_the_study_imports_no_jax():
+  done = run_command(code='import sys; import experiments.zoo.study; '
+                          'print([m for m in ("jax", "flax") if m in sys.modules])')
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert done.stdout.strip().splitlines()[-1] == '[]'
+
+
+def test_the_pictures_come_from_compare_with_a_colour_per_model(tmp_path):
+  import tensorboardX  # pylint: disable=g-import-not-at-top
+  from configs import shakespeare  # pylint: disable=g-import-not-at-top
+  runs = []
+  for name in ('lstm-0.8M-s0', 'gpt-5M-s0', 'gpt-0.8M-s0'):
+    _finished(tmp_path / 'runs', name, 1.5, 1.6)
+    run = tmp_path / 'runs' / name
+    (run / 'config.json').write_text(shakespeare.get_config('smoke').to_json_best_effort())
+    with tensorboardX.SummaryWriter(str(run)) as writer:
+      for step in (10, 20):
+        writer.add_scalar('val/loss', 2.0 / step, step)
+        if name != 'gpt-0.8M-s0':  # as a run made before the tag existed
+          writer.add_scalar('val/train_seconds', 3.0 * step, step)
+          writer.add_scalar('val/train_flops', 1e6 * step, step)
+    runs.append(run)
+  assert study.line_styles(runs) == {
+      'lstm-0.8M-s0': {'color': 'C0', 'linestyle': '-'},
+      'gpt-5M-s0': {'color': 'C5', 'linestyle': '--'},
+      'gpt-0.8M-s0': {'color': 'C5', 'linestyle': '-'}}
+  lines = study.pictures(runs, tmp_path / 'out')
+  assert '![val loss against training minutes](compare_val_loss_time.png)' in lines
+  assert 'Not in the picture against training FLOPs (no val/train_flops): gpt-0.8M-s0.' in lines
+  for name in ('compare.csv', 'compare_val_loss_time.png', 'compare_val_loss_flops.png'):
+    assert (tmp_path / 'out' / name).exists()
+  assert not (tmp_path / 'out' / 'compare_by_position.png').exists()  # no run has the data
