@@ -167,7 +167,7 @@ def _smoke(config):
   config.train.num_steps = 40
   config.optim.warmup_steps = 5
   config.eval.every_steps = 20
-  config.eval.seq_len = 512
+  config.eval.seq_len = 256  # = eval.window: both protocols share one compiled eval step
   config.log.every_steps = 10
   config.log.checkpoint_every_steps = 20
   config.log.sample_steps = (10,)

@@ -46,9 +46,11 @@ def _own_token_cache(tmp_path_factory, monkeypatch):
   monkeypatch.setenv('SEQLAB_CACHE_DIR', str(tmp_path_factory.mktemp('token-cache')))
 
 
-# What tiny_config changes in the smoke config.
+# What tiny_config changes in the smoke config. eval.window == eval.seq_len: both protocols
+# run the same (4, 16) evaluation step, compiled once.
 TINY = {'data.test_fraction': 0.0, 'model.hidden_size': 16, 'data.batch_size': 4,
-        'data.seq_len': 8, 'eval.num_streams': 4, 'eval.seq_len': 16, 'log.sample_length': 20}
+        'data.seq_len': 8, 'eval.num_streams': 4, 'eval.seq_len': 16, 'eval.window': 16,
+        'log.sample_length': 20}
 
 
 def tiny_config(path, **overrides):
