@@ -16,6 +16,7 @@ import tensorboardX
 from conftest import run_command
 from configs import shakespeare
 from seqlab.analysis import compare
+from seqlab.analysis import curves as run_curves
 from seqlab.errors import SeqlabError
 
 BATCH, SEQ_LEN, FLOPS_PER_CHAR = 16, 32, 1000  # the smoke config's batch; a made-up count
@@ -72,15 +73,15 @@ def _csv(path):
 def test_the_x_values_are_steps_training_minutes_or_training_flops(tmp_path):
   run = _run(tmp_path / 'a', curve=[(20, 2.5), (40, 2.0), (60, 1.75)],
              seconds={20: 30.0, 40: 90.0, 60: 150.0})
-  assert compare.axis_curves(run, 'step') == ({'a': [(20, 2.5), (40, 2.0), (60, 1.75)]}, [])
-  assert compare.axis_curves(run, 'time') == ({'a': [(0.5, 2.5), (1.5, 2.0), (2.5, 1.75)]}, [])
-  flops, missing = compare.axis_curves(run, 'flops')
+  assert run_curves.axis_curves(run, 'step') == ({'a': [(20, 2.5), (40, 2.0), (60, 1.75)]}, [])
+  assert run_curves.axis_curves(run, 'time') == ({'a': [(0.5, 2.5), (1.5, 2.0), (2.5, 1.75)]}, [])
+  flops, missing = run_curves.axis_curves(run, 'flops')
   assert missing == [] and flops['a'] == [
       (pytest.approx(s * BATCH * SEQ_LEN * FLOPS_PER_CHAR, rel=1e-6), loss)
       for s, loss in [(20, 2.5), (40, 2.0), (60, 1.75)]]
-  assert compare.val_curves(run) == {'a': [(20, 2.5), (40, 2.0), (60, 1.75)]}  # as before
+  assert run_curves.val_curves(run) == {'a': [(20, 2.5), (40, 2.0), (60, 1.75)]}  # as before
   with pytest.raises(SeqlabError, match='--x minutes'):
-    compare.axis_curves(run, 'minutes')
+    run_curves.axis_curves(run, 'minutes')
 
 
 def test_time_is_matched_to_the_val_loss_by_step(tmp_path):
@@ -88,7 +89,7 @@ def test_time_is_matched_to_the_val_loss_by_step(tmp_path):
   # never paired with another step's time.
   run = _run(tmp_path / 'a', curve=[(20, 2.5), (40, 2.0), (60, 1.75)],
              seconds={20: 30.0, 60: 150.0})
-  assert compare.axis_curves(run, 'time')[0] == {'a': [(0.5, 2.5), (2.5, 1.75)]}
+  assert run_curves.axis_curves(run, 'time')[0] == {'a': [(0.5, 2.5), (2.5, 1.75)]}
 
 
 def test_a_run_without_the_tag_is_left_out_with_one_note(tmp_path):
@@ -102,12 +103,12 @@ def test_a_run_without_the_tag_is_left_out_with_one_note(tmp_path):
   assert (tmp_path / 'runs' / 'compare_val_loss_time.png').read_bytes().startswith(b'\x89PNG')
   assert not (tmp_path / 'runs' / 'compare_val_loss.png').exists()  # --x step's picture
   assert [line.split(' | ')[0] for line in table.splitlines()[2:]] == ['| new', '| old']
-  curves, missing = compare.axis_curves([new, old], 'flops')
+  curves, missing = run_curves.axis_curves([new, old], 'flops')
   assert list(curves) == ['new'] and missing == ['old']
   # The step axis has every run, and no note.
   notes.clear()
   compare.compare([new, old], out=tmp_path / 'out', note=notes.append)
-  assert notes == [] and sorted(compare.axis_curves([new, old])[0]) == ['new', 'old']
+  assert notes == [] and sorted(run_curves.axis_curves([new, old])[0]) == ['new', 'old']
 
 
 def test_no_run_with_the_tag_is_one_error_and_writes_nothing(tmp_path):
@@ -119,7 +120,7 @@ def test_no_run_with_the_tag_is_one_error_and_writes_nothing(tmp_path):
   # A run that never evaluated (no val/loss) lacks no tag: it has no curve at all.
   (tmp_path / 'fresh').mkdir()
   (tmp_path / 'fresh' / 'config.json').write_text((old[0] / 'config.json').read_text())
-  assert compare.axis_curves([tmp_path / 'fresh'], 'time') == ({}, [])
+  assert run_curves.axis_curves([tmp_path / 'fresh'], 'time') == ({}, [])
 
 
 def test_the_protocol_columns_appear_when_present(tmp_path):
@@ -163,34 +164,34 @@ def test_the_picture_says_which_protocol_val_loss_is(tmp_path):
   stream = _run(tmp_path / 'stream', protocol='stream')
   windows = _run(tmp_path / 'windows', protocol='windows')
   old = _run(tmp_path / 'old', new=False)
-  protocol_of = compare.protocols([stream, windows, old])
+  protocol_of = run_curves.protocols([stream, windows, old])
   assert protocol_of == {'stream': 'stream', 'windows': 'windows', 'old': None}
-  assert compare.picture_title(protocol_of, ['stream']) == ('val/loss: stream protocol', False)
-  title, per_curve = compare.picture_title(protocol_of, ['stream', 'windows'])
+  assert run_curves.picture_title(protocol_of, ['stream']) == ('val/loss: stream protocol', False)
+  title, per_curve = run_curves.picture_title(protocol_of, ['stream', 'windows'])
   assert per_curve and 'own protocol' in title  # each curve's label names its protocol
-  assert 'not recorded' in compare.picture_title(protocol_of, ['old'])[0]
+  assert 'not recorded' in run_curves.picture_title(protocol_of, ['old'])[0]
 
 
 def test_the_by_position_picture_only_when_runs_have_the_data(tmp_path):
   with_data = _run(tmp_path / 'runs' / 'a', best=1.5)
   without = _run(tmp_path / 'runs' / 'b', results=_new_results(1.6, by_position=False))
   old = _run(tmp_path / 'runs' / 'c', new=False)
-  curves = compare.by_position_curves([with_data, without, old])
+  curves = run_curves.by_position_curves([with_data, without, old])
   assert curves == {'a': [3.0, 2.75, 2.5, 2.25, 2.0, 1.75, 1.5, 1.25]}
   compare.compare([with_data, without, old], out=tmp_path / 'out1', note=lambda _: None)
-  png = tmp_path / 'out1' / compare.BY_POSITION_FILENAME
+  png = tmp_path / 'out1' / run_curves.BY_POSITION_FILENAME
   assert png.read_bytes().startswith(b'\x89PNG')
   compare.compare([without, old], out=tmp_path / 'out2')
   assert (tmp_path / 'out2' / 'compare.csv').exists()
-  assert not (tmp_path / 'out2' / compare.BY_POSITION_FILENAME).exists()
+  assert not (tmp_path / 'out2' / run_curves.BY_POSITION_FILENAME).exists()
   # A split shorter than the window leaves the positions it never reaches null.
   short = _new_results(1.7)
   short['val_loss_by_position'][5:] = [None] * 3
   short_run = _run(tmp_path / 'runs' / 'short', results=short)
-  (curve,) = compare.by_position_curves(short_run).values()
+  (curve,) = run_curves.by_position_curves(short_run).values()
   assert curve[:5] == [3.0, 2.75, 2.5, 2.25, 2.0] and all(math.isnan(v) for v in curve[5:])
   compare.compare(short_run, out=tmp_path / 'out3')
-  assert (tmp_path / 'out3' / compare.BY_POSITION_FILENAME).exists()
+  assert (tmp_path / 'out3' / run_curves.BY_POSITION_FILENAME).exists()
 
 
 def _command(*args, cwd):

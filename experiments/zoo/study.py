@@ -40,6 +40,7 @@ if str(ROOT) not in sys.path:  # `python experiments/zoo/study.py` as well as `-
 
 # pylint: disable=wrong-import-position
 from seqlab.analysis import compare
+from seqlab.analysis import curves as run_curves
 from seqlab.bench import zoo as bench_zoo  # the 5M model groups (JAX-free)
 from seqlab.run import directory as rundir
 
@@ -554,23 +555,23 @@ def pictures(runs: list[pathlib.Path], out: pathlib.Path) -> list[str]:
   """compare.csv and the pictures (val loss against training minutes and FLOPs, loss by
   position), drawn by seqlab.analysis.compare; returns table.md's lines for them."""
   out.mkdir(parents=True, exist_ok=True)
-  names = compare.run_names(runs)
+  names = run_curves.run_names(runs)
   columns, rows = compare.table_rows(runs)
   compare.write_csv(out / compare.CSV_FILENAME, columns, rows)
-  styles, protocol_of = line_styles(runs), compare.protocols(runs)
+  styles, protocol_of = line_styles(runs), run_curves.protocols(runs)
   lines = []
   for x, what in (('time', 'training minutes'), ('flops', 'training FLOPs')):
-    curves, missing = compare.axis_curves(runs, x)
+    curves, missing = run_curves.axis_curves(runs, x)
     if curves:
-      compare.plot_curves(out / compare.AXES[x][3], curves, names, x, protocol_of, styles)
-      lines += [f'![val loss against {what}]({compare.AXES[x][3]})', '']
+      run_curves.plot_curves(out / run_curves.AXES[x][3], curves, names, x, protocol_of, styles)
+      lines += [f'![val loss against {what}]({run_curves.AXES[x][3]})', '']
     if missing:
-      lines += [f'Not in the picture against {what} (no {compare.AXES[x][0]}): '
+      lines += [f'Not in the picture against {what} (no {run_curves.AXES[x][0]}): '
                 f'{", ".join(missing)}.', '']
-  by_position = compare.by_position_curves(runs)
+  by_position = run_curves.by_position_curves(runs)
   if by_position:
-    compare.plot_by_position(out / compare.BY_POSITION_FILENAME, by_position, names, styles)
-    lines += [f'![val loss by position in a window]({compare.BY_POSITION_FILENAME})', '']
+    run_curves.plot_by_position(out / run_curves.BY_POSITION_FILENAME, by_position, names, styles)
+    lines += [f'![val loss by position in a window]({run_curves.BY_POSITION_FILENAME})', '']
   return lines + [f'Every run\'s numbers: [{compare.CSV_FILENAME}]({compare.CSV_FILENAME}).']
 
 
