@@ -26,7 +26,8 @@ from configs import shakespeare
 
 
 def _model(name: str, **fields) -> config_dict.ConfigDict:
-  return config_dict.ConfigDict({'name': name, **fields})
+  """A zoo model group: fp32 matmuls unless --config.model.matmul_dtype=bfloat16."""
+  return config_dict.ConfigDict({'name': name, 'matmul_dtype': 'float32', **fields})
 
 
 def _lstm(config):

@@ -39,7 +39,12 @@ with a batched pos, the cond runs both branches (a select): correct, but slower.
 
 Deviations from nanoGPT: logits at every position (nanoGPT's inference computes only the
 last); attention dropout masks the whole B x H x T x context score array (the masked
-slots are zero, so the distribution of the kept weights is the same); float32 throughout.
+slots are zero, so the distribution of the kept weights is the same); float32 by default.
+
+`matmul_dtype='bfloat16'` (precision.py, the zoo's rule): c_attn, both
+c_proj, c_fc, the q . k and weights . v products and the tied output layer take bf16 inputs
+(and kernel) and return float32; the embeddings, LayerNorms, the mask, the softmax, the KV
+cache (the carry: k and v are stored in float32) and the parameters stay float32.
 """
 
 import dataclasses
@@ -53,6 +58,7 @@ import jax.numpy as jnp
 
 from seqlab.errors import SeqlabError
 from seqlab.models.char_rnn import Dropout
+from seqlab.models.precision import attend, check_matmul_dtype, dense, einsum
 
 STD = 0.02  # nanoGPT's _init_weights
 
@@ -66,6 +72,8 @@ class GPTConfig:
   context: int = 256  # nanoGPT's block_size: the window (and the positions learned)
   dropout: float = 0.2  # embeddings, attention weights, both residual branches
   bias: bool = False  # biases in every Linear and LayerNorm
+  # 'bfloat16': bf16 matmul inputs, fp32 accumulation, softmax, cache, params and loss (GPU/TPU).
+  matmul_dtype: str = 'float32'
 
   def __post_init__(self):
     for name in ('vocab_size', 'num_layers', 'num_heads', 'width', 'context'):
@@ -80,6 +88,7 @@ class GPTConfig:
       raise SeqlabError(f'model.dropout must be in [0, 1), got {self.dropout!r}')
     if not isinstance(self.bias, bool):
       raise SeqlabError(f'model.bias must be True or False, got {self.bias!r}')
+    check_matmul_dtype(self.matmul_dtype)
 
   @property
   def head_dim(self) -> int:
@@ -116,8 +125,8 @@ def _take(x_BxN, start_B, size: int):
 
 
 def _dense(cfg: GPTConfig, features: int, name: str, std: float = STD):
-  return nn.Dense(features, use_bias=cfg.bias, kernel_init=nn.initializers.normal(std),
-                  name=name)
+  return dense(features, cfg.matmul_dtype, use_bias=cfg.bias,
+               kernel_init=nn.initializers.normal(std), name=name)
 
 
 def _layer_norm(cfg: GPTConfig, name: str | None = None):
@@ -139,12 +148,13 @@ class Block(nn.Module):
         qkv_BxTx3D.reshape(B, T, 3, cfg.num_heads, cfg.head_dim), 3, axis=2)
     k_BxNxHxK = _write(cache['k'], k_BxTxHxK[:, :, 0], positions_BxT[:, 0])
     v_BxNxHxK = _write(cache['v'], v_BxTxHxK[:, :, 0], positions_BxT[:, 0])
-    scores_BxHxTxN = jnp.einsum('bthk,bshk->bhts', q_BxTxHxK[:, :, 0], k_BxNxHxK) / math.sqrt(
-        cfg.head_dim)
+    scores_BxHxTxN = einsum('bthk,bshk->bhts', q_BxTxHxK[:, :, 0], k_BxNxHxK,
+                            cfg.matmul_dtype) / math.sqrt(cfg.head_dim)
     visible_BxTxN = jnp.arange(cfg.context) <= positions_BxT[:, :, None]
     scores_BxHxTxN = jnp.where(visible_BxTxN[:, None], scores_BxHxTxN, -jnp.inf)
     weights_BxHxTxN = drop(jax.nn.softmax(scores_BxHxTxN.astype(jnp.float32), axis=-1))
-    y_BxTxD = jnp.einsum('bhts,bshk->bthk', weights_BxHxTxN, v_BxNxHxK).reshape(B, T, D)
+    y_BxTxD = einsum('bhts,bshk->bthk', weights_BxHxTxN, v_BxNxHxK,
+                     cfg.matmul_dtype).reshape(B, T, D)
     x_BxTxD = x_BxTxD + drop(_dense(cfg, D, 'attn_c_proj', proj_std)(y_BxTxD))
     h_BxTxF = _dense(cfg, 4 * D, 'c_fc')(_layer_norm(cfg, 'ln_2')(x_BxTxD))
     h_BxTxD = _dense(cfg, D, 'mlp_c_proj', proj_std)(jax.nn.gelu(h_BxTxF, approximate=False))
@@ -227,7 +237,7 @@ class GPTLM(nn.Module):
       x_BxTxD, carry = nn.cond(jnp.all(carry['pos'] + T <= cfg.context),
                                branch(GPTLM._append), branch(GPTLM._reread), self, tokens_BxT,
                                carry)
-    return self.wte.attend(x_BxTxD).astype(jnp.float32), carry
+    return attend(self.wte, x_BxTxD, cfg.matmul_dtype).astype(jnp.float32), carry
 
 
 def init_params(config: GPTConfig, seed: int):

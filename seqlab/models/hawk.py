@@ -38,7 +38,12 @@ Deviations from the reference:
 - The Conv1D takes its state for chunks of any length (the reference: one token at a time).
 - The sqrt(width) embedding scale is float32 (the reference rounds it to bfloat16).
 - Dropout (not in the reference): on the output of the recurrent and the MLP block, before each
-  residual addition. Everything is float32; no remat, no Pallas kernel.
+  residual addition. No remat, no Pallas kernel.
+- Precision: float32 by default. `matmul_dtype='bfloat16'` (precision.py, the zoo's
+  rule): every matmul (linear_x, linear_y, linear_out, the RG-LRU's two gates, both MLP
+  matmuls, the tied decoder) takes bf16 inputs and kernel and returns float32; the embedding,
+  the RMSNorms, the Conv1D and its state, the gate arithmetic, the scan, the carry, the soft-cap
+  and the parameters stay float32.
 """
 
 import dataclasses
@@ -50,6 +55,7 @@ import jax.numpy as jnp
 
 from seqlab.errors import SeqlabError
 from seqlab.models.char_rnn import Dropout
+from seqlab.models.precision import check_matmul_dtype, dense, einsum
 
 SCANS = ('sequential', 'associative')
 SOFT_CAP = 30.0  # common.GriffinConfig.logits_soft_cap
@@ -66,6 +72,8 @@ class HawkConfig:
   mlp_expansion: int = 3  # MLP hidden width = mlp_expansion * width
   dropout: float = 0.0
   scan: str = 'sequential'  # 'sequential' (lax.scan) or 'associative' (lax.associative_scan)
+  # 'bfloat16': bf16 matmul inputs, fp32 accumulation, scan, state, params and loss (GPU/TPU).
+  matmul_dtype: str = 'float32'
 
   def __post_init__(self):
     for name, least in (('vocab_size', 1), ('num_layers', 1), ('width', 1), ('lru_width', 0),
@@ -77,6 +85,7 @@ class HawkConfig:
       raise SeqlabError(f'model.dropout must be in [0, 1), got {self.dropout!r}')
     if self.scan not in SCANS:
       raise SeqlabError(f'model.scan must be one of {SCANS}, got {self.scan!r}')
+    check_matmul_dtype(self.matmul_dtype)
 
   @property
   def lru(self) -> int:
@@ -184,13 +193,16 @@ class Conv1D(nn.Module):
 class RGLRU(nn.Module):
   """The Real-Gated Linear Recurrent Unit: (x BxTxL, h BxL) -> (h_t for every t, h_last)."""
   scan: str
+  matmul_dtype: str = 'float32'  # the two gates'; the recurrence is float32 either way
 
   @nn.compact
   def __call__(self, x_BxTxL, h_BxL, reset_BxT=None):
     L = x_BxTxL.shape[-1]
     a_param_L = self.param('a_param', _ring_init(), (L,))
-    gate_x = jax.nn.sigmoid(nn.Dense(L, kernel_init=_fan_in(), name='input_gate')(x_BxTxL))
-    gate_a = jax.nn.sigmoid(nn.Dense(L, kernel_init=_fan_in(), name='a_gate')(x_BxTxL))
+    gate_x = jax.nn.sigmoid(dense(L, self.matmul_dtype, kernel_init=_fan_in(),
+                                  name='input_gate')(x_BxTxL))
+    gate_a = jax.nn.sigmoid(dense(L, self.matmul_dtype, kernel_init=_fan_in(),
+                                  name='a_gate')(x_BxTxL))
     log_a_BxTxL = -C * gate_a * jax.nn.softplus(a_param_L)
     a_BxTxL = jnp.exp(log_a_BxTxL)
     # Bounded derivative: sqrt'(1 - a^2) is infinite at a = 1 (the reference clips it at 1000).
@@ -208,12 +220,13 @@ class RecurrentBlock(nn.Module):
   def __call__(self, x_BxTxD, carry, reset_BxT=None):
     cfg = self.config
     out_init = _fan_in(2.0 / cfg.num_layers)
-    y_BxTxL = jax.nn.gelu(nn.Dense(cfg.lru, kernel_init=_fan_in(), name='linear_y')(x_BxTxD))
-    u_BxTxL = nn.Dense(cfg.lru, kernel_init=_fan_in(), name='linear_x')(x_BxTxD)
+    mm = cfg.matmul_dtype
+    y_BxTxL = jax.nn.gelu(dense(cfg.lru, mm, kernel_init=_fan_in(), name='linear_y')(x_BxTxD))
+    u_BxTxL = dense(cfg.lru, mm, kernel_init=_fan_in(), name='linear_x')(x_BxTxD)
     u_BxTxL, conv = Conv1D(cfg.conv_width, name='conv_1d')(u_BxTxL, carry['conv'], reset_BxT)
-    u_BxTxL, h_BxL = RGLRU(cfg.scan, name='rg_lru')(u_BxTxL, carry['rg_lru'], reset_BxT)
+    u_BxTxL, h_BxL = RGLRU(cfg.scan, mm, name='rg_lru')(u_BxTxL, carry['rg_lru'], reset_BxT)
     self.sow('intermediates', 'h', u_BxTxL)  # seqlab.neurons: the RG-LRU state after each step
-    out_BxTxD = nn.Dense(cfg.width, kernel_init=out_init, name='linear_out')(u_BxTxL * y_BxTxL)
+    out_BxTxD = dense(cfg.width, mm, kernel_init=out_init, name='linear_out')(u_BxTxL * y_BxTxL)
     return out_BxTxD, {'conv': conv, 'rg_lru': h_BxL}
 
 
@@ -227,10 +240,11 @@ class MLPBlock(nn.Module):
     hidden = cfg.mlp_expansion * cfg.width
     w_2xDxH = self.param('ffw_up_w', _fan_in(in_axis=1), (2, cfg.width, hidden))
     b_2xH = self.param('ffw_up_b', nn.initializers.zeros_init(), (2, hidden))
-    up_2xBxTxH = jnp.einsum('btd,cdh->cbth', x_BxTxD, w_2xDxH) + b_2xH[:, None, None]
+    up_2xBxTxH = einsum('btd,cdh->cbth', x_BxTxD, w_2xDxH, cfg.matmul_dtype) + \
+        b_2xH[:, None, None]
     gated_BxTxH = jax.nn.gelu(up_2xBxTxH[0]) * up_2xBxTxH[1]
-    return nn.Dense(cfg.width, kernel_init=_fan_in(2.0 / cfg.num_layers),
-                    name='ffw_down')(gated_BxTxH)
+    return dense(cfg.width, cfg.matmul_dtype, kernel_init=_fan_in(2.0 / cfg.num_layers),
+                 name='ffw_down')(gated_BxTxH)
 
 
 class HawkLM(nn.Module):
@@ -261,7 +275,7 @@ class HawkLM(nn.Module):
       x_BxTxD = x_BxTxD + Dropout(rate)(h_BxTxD, deterministic=not train)
       new_carry.append(layer_carry)
     x_BxTxD = RMSNorm(name='final_norm')(x_BxTxD)
-    logits_BxTxV = jnp.einsum('btd,vd->btv', x_BxTxD, embed_VxD)
+    logits_BxTxV = einsum('btd,vd->btv', x_BxTxD, embed_VxD, cfg.matmul_dtype)
     return SOFT_CAP * jnp.tanh(logits_BxTxV / SOFT_CAP), tuple(new_carry)
 
 

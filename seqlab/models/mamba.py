@@ -32,8 +32,13 @@ uniform(+-1/sqrt(K)).
 
 Deviations from the reference:
 - Dropout (not in the reference): on each mixer's output before the residual addition.
-- No fused kernels, no bf16: everything is float32 (so residual_in_fp32 holds trivially); the
+- No fused kernels; the residual stream is float32 (so residual_in_fp32 holds trivially); the
   vocabulary is not padded to a multiple of 8 (config_mamba's pad_vocab_size_multiple).
+- Precision: float32 by default. `matmul_dtype='bfloat16'` (precision.py, the zoo's
+  rule): in_proj, x_proj, dt_proj, out_proj and the tied LM head take bf16 inputs and kernel
+  and return float32; the embedding, the RMSNorms, the conv and its state, softplus, the
+  selective scan (its C . h readout and D skip included, in float32 as selective_scan_ref
+  computes), the carry and the parameters stay float32.
 - The reference continues a state one token at a time only (Mamba.step, after a prefill from
   zeros); here every call, of any length, continues its carry (conv inputs and SSM state). The
   conv state is the last K-1 inputs, B x (K-1) x E (the reference's step keeps B x E x K).
@@ -52,6 +57,7 @@ import jax.numpy as jnp
 
 from seqlab.errors import SeqlabError
 from seqlab.models.char_rnn import Dropout
+from seqlab.models.precision import attend, check_matmul_dtype, dense
 
 SCANS = ('sequential', 'associative')
 DT_MIN, DT_MAX, DT_INIT_FLOOR = 0.001, 0.1, 1e-4  # Mamba.__init__ defaults
@@ -69,6 +75,8 @@ class MambaConfig:
   dt_rank: int = 0  # 0: ceil(width / 16), the reference's 'auto'
   dropout: float = 0.0
   scan: str = 'sequential'  # 'sequential' (lax.scan) or 'associative' (lax.associative_scan)
+  # 'bfloat16': bf16 matmul inputs, fp32 accumulation, scan, state, params and loss (GPU/TPU).
+  matmul_dtype: str = 'float32'
 
   def __post_init__(self):
     for name, least in (('vocab_size', 1), ('num_layers', 1), ('width', 1), ('d_state', 1),
@@ -81,6 +89,7 @@ class MambaConfig:
       raise SeqlabError(f'model.dropout must be in [0, 1), got {self.dropout!r}')
     if self.scan not in SCANS:
       raise SeqlabError(f'model.scan must be one of {SCANS}, got {self.scan!r}')
+    check_matmul_dtype(self.matmul_dtype)
 
   @property
   def d_inner(self) -> int:
@@ -178,22 +187,22 @@ class MambaMixer(nn.Module):
   @nn.compact
   def __call__(self, u_BxTxD, carry):
     cfg = self.config
-    E, N, R = cfg.d_inner, cfg.d_state, cfg.rank
-    xz_BxTx2E = nn.Dense(2 * E, use_bias=False, kernel_init=_torch_linear(),
-                         name='in_proj')(u_BxTxD)
+    E, N, R, mm = cfg.d_inner, cfg.d_state, cfg.rank, cfg.matmul_dtype
+    xz_BxTx2E = dense(2 * E, mm, use_bias=False, kernel_init=_torch_linear(),
+                      name='in_proj')(u_BxTxD)
     x_BxTxE, z_BxTxE = jnp.split(xz_BxTx2E, 2, axis=-1)
     x_BxTxE, conv_state = CausalConv1D(cfg.d_conv, name='conv1d')(x_BxTxE, carry['conv'])
     x_BxTxE = jax.nn.silu(x_BxTxE)
-    dbc_BxTxM = nn.Dense(R + 2 * N, use_bias=False, kernel_init=_torch_linear(),
-                         name='x_proj')(x_BxTxE)  # M = R + 2N
+    dbc_BxTxM = dense(R + 2 * N, mm, use_bias=False, kernel_init=_torch_linear(),
+                      name='x_proj')(x_BxTxE)  # M = R + 2N
     dt_BxTxR, B_BxTxN, C_BxTxN = jnp.split(dbc_BxTxM, [R, R + N], axis=-1)
-    delta_BxTxE = jax.nn.softplus(nn.Dense(E, kernel_init=_uniform(R ** -0.5), bias_init=_dt_bias,
-                                           name='dt_proj')(dt_BxTxR))
+    delta_BxTxE = jax.nn.softplus(dense(E, mm, kernel_init=_uniform(R ** -0.5),
+                                        bias_init=_dt_bias, name='dt_proj')(dt_BxTxR))
     A_ExN = -jnp.exp(self.param('A_log', _a_log, (E, N)))
     D_E = self.param('D', nn.initializers.ones_init(), (E,))
     y_BxTxE, ssm_state = selective_scan(x_BxTxE, delta_BxTxE, A_ExN, B_BxTxN, C_BxTxN, D_E,
                                         carry['ssm'], cfg.scan)
-    out_BxTxD = nn.Dense(cfg.width, use_bias=False, kernel_init=_torch_linear(
+    out_BxTxD = dense(cfg.width, mm, use_bias=False, kernel_init=_torch_linear(
         1 / math.sqrt(cfg.num_layers)), name='out_proj')(y_BxTxE * jax.nn.silu(z_BxTxE))
     return out_BxTxD, {'conv': conv_state, 'ssm': ssm_state}
 
@@ -223,7 +232,8 @@ class MambaLM(nn.Module):
       x_BxTxD = x_BxTxD + Dropout(rate)(h_BxTxD, deterministic=not train)
       new_carry.append(layer_carry)
     x_BxTxD = nn.RMSNorm(epsilon=NORM_EPS, name='norm_f')(x_BxTxD)
-    return embed.attend(x_BxTxD).astype(jnp.float32), tuple(new_carry)  # tied LM head
+    logits_BxTxV = attend(embed, x_BxTxD, cfg.matmul_dtype)  # tied LM head
+    return logits_BxTxV.astype(jnp.float32), tuple(new_carry)
 
 
 def init_params(config: MambaConfig, seed: int):

@@ -22,6 +22,11 @@ over time) and 'associative' (lax.associative_scan with (a1, b1) then (a2, b2) c
 (a1 a2, a2 b1 + b2), or its log-space analogue); both fold the carried h into step 1.
 f' and i' are computed as σ(∓d), d = log(i/f) = softplus(-k_f) - softplus(-k_i): the same
 numbers as f/(f+i) without a 0/0 when both gates underflow.
+
+`matmul_dtype='bfloat16'` (for GPU/TPU): every matmul (the gate Dense, OutProj, the MLP, the
+decoder) takes bf16 inputs and kernel and returns float32 (fp32 accumulation; a bias is added
+in fp32); the embedding, the norms, the gate arithmetic, the scan, the carry, the parameters
+and the logits stay float32 (`precision.py`, the zoo's one rule).
 """
 
 import dataclasses
@@ -32,6 +37,7 @@ import jax
 import jax.numpy as jnp
 
 from seqlab.errors import SeqlabError
+from seqlab.models.precision import check_matmul_dtype, dense
 from seqlab.models.char_rnn import Dropout
 
 CELLS = ('mingru', 'minlstm')
@@ -50,6 +56,8 @@ class MinRNNConfig:
   dropout: float = 0.0  # on the embedding and on each sub-block's output, before the residual add
   scan: str = 'associative'  # 'sequential' or 'associative': speed only
   log_space: bool = True  # the paper's log-space model (positive values via g), see above
+  # 'bfloat16': bf16 matmul inputs, fp32 accumulation, scan, state, params and loss (GPU/TPU).
+  matmul_dtype: str = 'float32'
 
   def __post_init__(self):
     if self.cell not in CELLS:
@@ -72,6 +80,7 @@ class MinRNNConfig:
                         f'whole number, got {self.mlp_ratio!r} * {self.width}')
     if not 0.0 <= self.dropout < 1.0:
       raise SeqlabError(f'model.dropout must be in [0, 1), got {self.dropout!r}')
+    check_matmul_dtype(self.matmul_dtype)
 
   @property
   def hidden(self) -> int:
@@ -142,10 +151,12 @@ class MinRNNLayer(nn.Module):
   hidden: int
   scan: str = 'associative'
   log_space: bool = True
+  matmul_dtype: str = 'float32'  # the gate Dense's; the scan is float32 either way
 
   @nn.compact
   def __call__(self, x_TxBxD, h_BxH):
-    gates_TxBxG = nn.Dense(_GATES[self.cell] * self.hidden, name='gates')(x_TxBxD)
+    gates_TxBxG = dense(_GATES[self.cell] * self.hidden, self.matmul_dtype,
+                        name='gates')(x_TxBxD)
     a, b = coefficients(self.cell, self.log_space, gates_TxBxG)
     h_TxBxH = scan_linear(a, b, h_BxH, scan=self.scan, log_space=self.log_space)
     return h_TxBxH, h_TxBxH[-1]
@@ -170,19 +181,21 @@ class MinRNNLM(nn.Module):
     new_carry = []
     for i in range(cfg.num_layers):
       h_TxBxH, h_BxH = MinRNNLayer(cfg.cell, cfg.hidden, cfg.scan, cfg.log_space,
-                                   name=f'rnn_{i}')(nn.RMSNorm(name=f'rnn_norm_{i}')(x_TxBxD),
-                                                    carry[i])
+                                   cfg.matmul_dtype, name=f'rnn_{i}')(
+                                       nn.RMSNorm(name=f'rnn_norm_{i}')(x_TxBxD), carry[i])
       new_carry.append(h_BxH)
       self.sow('intermediates', f'h_{i}', h_TxBxH)  # seqlab.neurons: the state after each step
       if cfg.hidden != cfg.width:
-        h_TxBxH = nn.Dense(cfg.width, name=f'rnn_out_{i}')(h_TxBxH)
+        h_TxBxH = dense(cfg.width, cfg.matmul_dtype, name=f'rnn_out_{i}')(h_TxBxH)
       x_TxBxD = x_TxBxD + drop(h_TxBxH)
       if cfg.mlp_ratio:
-        y = nn.Dense(int(cfg.mlp_ratio * cfg.width), name=f'mlp_in_{i}')(
+        y = dense(int(cfg.mlp_ratio * cfg.width), cfg.matmul_dtype, name=f'mlp_in_{i}')(
             nn.RMSNorm(name=f'mlp_norm_{i}')(x_TxBxD))
-        x_TxBxD = x_TxBxD + drop(nn.Dense(cfg.width, name=f'mlp_out_{i}')(nn.gelu(y)))
+        x_TxBxD = x_TxBxD + drop(dense(cfg.width, cfg.matmul_dtype, name=f'mlp_out_{i}')(
+            nn.gelu(y)))
     x_TxBxD = nn.RMSNorm(name='final_norm')(x_TxBxD)
-    logits_TxBxV = nn.Dense(cfg.vocab_size, name='decoder')(x_TxBxD).astype(jnp.float32)
+    logits_TxBxV = dense(cfg.vocab_size, cfg.matmul_dtype, name='decoder')(x_TxBxD).astype(
+        jnp.float32)
     return jnp.swapaxes(logits_TxBxV, 0, 1), tuple(new_carry)
 
 

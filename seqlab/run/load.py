@@ -80,7 +80,7 @@ def load_run(workdir, checkpoint_name: str = 'best',
   if not vocab_path.exists():
     raise SeqlabError(f'{workdir} has no {data.VOCAB_FILENAME}; it is not a complete run directory')
   vocab = data.Vocabulary.load(vocab_path)
-  if matmul_dtype is not None and 'matmul_dtype' in config.model:  # the char-rnn models' field
+  if matmul_dtype is not None and 'matmul_dtype' in config.model:  # absent: a zoo run before bf16
     config.model.matmul_dtype = matmul_dtype
   model_config = registry.config_of(config.model, vocab.size)
   which, step = _pick(workdir, checkpoint_name)
