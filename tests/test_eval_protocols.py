@@ -41,12 +41,24 @@ def _eval_config(**fields):
   return config
 
 
-def _nll_from_zero(module, params, model_config, inputs, targets) -> np.ndarray:
-  """Per-position NLL of one sequence read from the zero state, by numpy's log-softmax."""
-  carry = registry.init_carry(model_config, 1)
-  logits, _ = module.apply({'params': params}, np.asarray(inputs, np.int32)[None], carry,
-                           train=False)
-  logits = np.asarray(logits[0], np.float64)
+_APPLY = {}  # one jitted forward per module
+
+
+def _apply(module):
+  if module not in _APPLY:
+    _APPLY[module] = jax.jit(lambda params, inputs, carry: module.apply(
+        {'params': params}, inputs, carry, train=False))
+  return _APPLY[module]
+
+
+def _nll_from_zero(module, params, model_config, inputs, targets, length=8) -> np.ndarray:
+  """Per-position NLL of one sequence (at most `length` symbols) read from the zero state, by
+  numpy's log-softmax. It is padded to `length` (one compilation): the models are causal
+  (tests/test_zoo*.py), so what follows a position does not change its logits."""
+  padded = np.zeros((1, length), np.int32)
+  padded[0, :len(inputs)] = inputs
+  logits, _ = _apply(module)(params, padded, registry.init_carry(model_config, 1))
+  logits = np.asarray(logits[0, :len(targets)], np.float64)
   logz = np.log(np.sum(np.exp(logits - logits.max(-1, keepdims=True)), -1)) + logits.max(-1)
   return logz - logits[np.arange(len(targets)), targets]
 
@@ -95,6 +107,7 @@ def test_windows_protocol_equals_losses_by_hand():
   np.testing.assert_allclose(result['stderr'], window_means.std(ddof=1) / np.sqrt(6), rtol=1e-4)
 
 
+@pytest.mark.slow  # test_windows_protocol_equals_losses_by_hand covers the fast tier
 def test_windows_protocol_last_window_partial():
   """50 predictions: six full windows of 8 and one of 2, every prediction counted once."""
   model_config, module, params = _model('mingru')
@@ -108,13 +121,13 @@ def test_windows_protocol_last_window_partial():
   np.testing.assert_allclose(result['loss'], nll.mean(), rtol=1e-5)
 
 
-@pytest.mark.parametrize('variant', ['lstm', 'hawk'])
+@pytest.mark.parametrize('variant', [pytest.param('lstm', marks=pytest.mark.slow), 'hawk'])
 def test_stream_protocol_with_one_stream_equals_a_step_by_step_pass(variant):
   model_config, module, params = _model(variant)
   tokens = _tokens(37, seed=2)
   carry, total = registry.init_carry(model_config, 1), 0.0
   for t in range(36):
-    logits, carry = module.apply({'params': params}, tokens[None, t:t + 1], carry, train=False)
+    logits, carry = _apply(module)(params, tokens[None, t:t + 1], carry)
     logits = np.asarray(logits[0, 0], np.float64)
     total += np.log(np.sum(np.exp(logits - logits.max()))) + logits.max() - logits[tokens[t + 1]]
   step = jax.jit(steps.make_eval_step(module))

@@ -85,6 +85,7 @@ def test_a_gpt_refuses_to_carry_state_or_read_past_its_window(text_file, tmp_pat
     train.build(config, tmp_path / 'run')
 
 
+@pytest.mark.slow  # trains
 def test_a_run_does_not_resume_as_another_model(text_file, tmp_path):
   train.train_and_evaluate(_tiny('mingru', text_file, **{'train.num_steps': 2}), tmp_path / 'run')
   for config, field in ((_tiny('hawk', text_file), 'name'),
@@ -198,7 +199,7 @@ def test_each_model_splits_its_batch_over_devices(model, text_file, tmp_path):
   assert results[2]['val_loss'] == pytest.approx(results[1]['val_loss'], rel=1e-5)
 
 
-@pytest.mark.parametrize('model', ['mingru', 'hawk'])
+@pytest.mark.parametrize('model', [pytest.param('mingru', marks=pytest.mark.slow), 'hawk'])
 def test_recorded_states_are_the_carry_after_each_symbol(model):
   """What seqlab.neurons records at step t is the state the model carries after t+1 symbols."""
   config = registry.config_of(zoo.get_config(f'{model},smoke').model, 11)

@@ -30,6 +30,7 @@ from seqlab.errors import SeqlabError
 from seqlab.models import registry
 
 VARIANTS = ['mingru', 'minlstm', 'hawk', 'mamba', 'gpt']
+FAST_ONE = [pytest.param(v, marks=pytest.mark.slow) if v != 'gpt' else v for v in VARIANTS]
 VOCAB, B, T = 11, 2, 8
 # bf16 keeps 8 significant bits: each operand of a matmul is rounded by up to 2^-9 relative,
 # so a matmul's result is off by about 2^-8 of its scale, and a few such errors add up
@@ -91,7 +92,7 @@ def _dtypes(tree):
   return jax.tree.map(lambda x: jnp.dtype(x.dtype), tree)
 
 
-@pytest.mark.parametrize('variant', VARIANTS)
+@pytest.mark.parametrize('variant', FAST_ONE)  # the others in the slow tier
 def test_bf16_logits_are_near_float32_and_not_equal(variant):
   out = _run(variant)
   logits16, logits32 = out['logits16'], out['logits32']
@@ -102,6 +103,7 @@ def test_bf16_logits_are_near_float32_and_not_equal(variant):
   np.testing.assert_allclose(out['loss16'], out['loss32'], rtol=RELATIVE_TOLERANCE)
 
 
+@pytest.mark.slow  # traces the sampling path / a train step of every model
 @pytest.mark.parametrize('variant', VARIANTS)
 def test_bf16_keeps_the_carry_float32_and_its_structure(variant):
   out = _run(variant)
@@ -130,6 +132,7 @@ def test_bf16_keeps_the_carry_float32_and_its_structure(variant):
   assert _dtypes(carry) == expected and logits.dtype == jnp.float32
 
 
+@pytest.mark.slow  # traces the sampling path / a train step of every model
 @pytest.mark.parametrize('variant', VARIANTS)
 def test_a_bf16_training_step_is_finite_with_float32_gradients(variant):
   out = _run(variant)

@@ -242,6 +242,7 @@ def test_init_follows_nanogpt():
 
 
 # (7) Dropout only when training; the rate may be traced; rate 0 keeps every unit.
+@pytest.mark.slow  # 5 s
 def test_dropout():
   config = _config(dropout=0.2)
   model, params, tokens = gpt.GPTLM(config), _params(config), _tokens(3, 8)
@@ -267,6 +268,7 @@ def test_dropout():
 
 
 # (8) A few AdamW steps memorise a batch of random tokens (from nanoGPT's init).
+@pytest.mark.slow  # 6 s
 def test_adamw_lowers_the_loss():
   config = gpt.GPTConfig(vocab_size=VOCAB, num_layers=2, num_heads=4, width=32, context=16,
                          dropout=0.0)
