@@ -37,7 +37,11 @@ def _lstm(config):
 
 def _mingru(config, cell='mingru'):
   """Feng et al. 2024 (minGRU), the paper's log-space form, in pre-norm residual blocks with a
-  4x GELU MLP (min_rnn.py)."""
+  4x GELU MLP (min_rnn.py). `:minlstm` is the same block with minLSTM (not yet run to the end).
+
+  Measured (2-core CPU, 4,900 steps): val loss 1.4870 (stream), 1.6115 +- 0.0132 over windows
+  of 256 (docs/zoo.md, docs/evaluation.md).
+  """
   width = 200 if cell == 'mingru' else 192  # about 0.83M parameters either way
   config.model = _model('min_rnn', cell=cell, num_layers=2, width=width, expansion=1.0,
                         mlp_ratio=4.0, dropout=0.0, scan='sequential', log_space=True)
@@ -50,7 +54,11 @@ def _minlstm(config):
 
 def _hawk(config):
   """De et al. 2024 (Griffin's Hawk): RG-LRU + Conv1D(4) recurrent block, gated 3x MLP,
-  RMSNorm, following google-deepmind/recurrentgemma (hawk.py)."""
+  RMSNorm, following google-deepmind/recurrentgemma (hawk.py).
+
+  Measured (2-core CPU, 4,900 steps): best val loss 1.5079 at step 4,000 (stream), 1.5464 +-
+  0.0136 over windows of 256; it overfits without dropout (docs/zoo.md).
+  """
   config.model = _model('hawk', num_layers=2, width=168, lru_width=0, conv_width=4,
                         mlp_expansion=3, dropout=0.0, scan='sequential')
   config.optim.learning_rate = 2e-3
@@ -58,7 +66,8 @@ def _hawk(config):
 
 def _mamba(config):
   """Gu and Dao 2023: Mamba blocks (expand 2, d_state 16, conv 4, dt_rank width/16) with
-  RMSNorm, no MLP, following state-spaces/mamba mamba_simple.py (mamba.py)."""
+  RMSNorm, no MLP, following state-spaces/mamba mamba_simple.py (mamba.py). Not yet run to
+  the end on tiny Shakespeare (about 50 minutes on the 2-core CPU)."""
   config.model = _model('mamba', num_layers=4, width=168, d_state=16, d_conv=4, expand=2,
                         dt_rank=0, dropout=0.0, scan='sequential')
   config.optim.learning_rate = 2e-3
@@ -66,7 +75,11 @@ def _mamba(config):
 
 def _gpt(config):
   """A small nanoGPT (4 layers, 4 heads, width 128, context 64), as nanoGPT's README runs
-  shakespeare_char on a CPU, with AdamW (weight decay 0.1 on matrices) on random windows."""
+  shakespeare_char on a CPU, with AdamW (weight decay 0.1 on matrices) on random windows.
+
+  Measured (2-core CPU, 4,900 steps): val loss 1.5497 +- 0.0076 over windows of 64 from the
+  zero state, 1.5100 under `stream` (sliding windows of 64 scoring their second half).
+  """
   config.model = _model('gpt', num_layers=4, num_heads=4, width=128, context=64, dropout=0.0,
                         bias=False)
   _windows_and_nanogpt_optimizer(config)
