@@ -116,3 +116,69 @@ def test_the_pictures_come_from_compare_with_a_colour_per_model(tmp_path):
   for name in ('compare.csv', 'compare_val_loss_time.png', 'compare_val_loss_flops.png'):
     assert (tmp_path / 'out' / name).exists()
   assert not (tmp_path / 'out' / 'compare_by_position.png').exists()  # no run has the data
+
+
+def test_busy_cores_sees_a_spinning_thread_that_the_load_average_would_remember():
+  import threading  # pylint: disable=g-import-not-at-top
+  stop = threading.Event()
+
+  def spin():
+    while not stop.is_set():
+      pass
+
+  thread = threading.Thread(target=spin)
+  thread.start()
+  try:
+    busy = study.busy_cores(1.0)
+  finally:
+    stop.set()
+    thread.join()
+  assert busy is not None and 0.7 <= busy <= (__import__('os').cpu_count() or 1) + 0.01
+  assert study._quiet_note(busy).startswith(f'note: {busy:.2f} cores busy')
+  assert study._quiet_note(0.05) is None
+
+
+def test_run_starts_an_entry_anew_where_its_checkpoints_were_not_kept(tmp_path, monkeypatch):
+  """A run started on another machine or session is kept without checkpoints: its events and
+  samples would mix with a new run's, so `run` empties its directory first; a finished one is
+  skipped."""
+  budget = tmp_path / 'budget.json'
+  budget.write_text(json.dumps({'budget_seconds': 900, 'smoke': False, 'entries': {
+      'hawk-0.8M': {'seconds_per_step': 0.5, 'steps': 1800}}}))
+  runs_dir = tmp_path / 'runs'
+  stale = runs_dir / 'hawk-0.8M-s0'
+  stale.mkdir(parents=True)
+  (stale / 'events.out.tfevents.1.old').write_text('a partial run')
+  _finished(runs_dir, 'hawk-0.8M-s1', 1.5, 1.6)
+  results = json.loads((runs_dir / 'hawk-0.8M-s1' / 'results.json').read_text())
+  (runs_dir / 'hawk-0.8M-s1' / 'results.json').write_text(json.dumps({**results, 'steps': 1800}))
+  launched = []
+
+  def fake_run_logged(command, log):
+    workdir = command[command.index('--workdir') + 1]
+    launched.append((workdir, sorted(p.name for p in stale.glob('*')) if stale.exists() else None))
+    return 0
+
+  monkeypatch.setattr(study, 'run_logged', fake_run_logged)
+  assert study.main(['run', '--only', 'hawk-0.8M', '--budget_file', str(budget),
+                     '--hparams_file', str(tmp_path / 'none.json'),
+                     '--runs_dir', str(runs_dir)]) == 0
+  assert launched == [(str(stale), None)]  # s0 emptied before its launch; s1 skipped
+  assert json.loads((runs_dir / 'hawk-0.8M-s0.json').read_text())['steps'] == 1800
+
+
+def test_the_default_runs_are_kept_in_the_repository_without_checkpoints():
+  import subprocess  # pylint: disable=g-import-not-at-top
+  assert study.default_runs_dir(1) == study.HERE / 'runs'
+  assert study.default_runs_dir(0.01).name == 'zoo-study-x0.01'  # scaled checks: not kept
+  ignored = subprocess.run(
+      ['git', 'check-ignore', '--no-index', 'experiments/zoo/runs/gpt-5M-s0/checkpoints/latest/9',
+       'experiments/zoo/runs/sweeps/gpt/trial_0/checkpoints/best/3',
+       'experiments/zoo/runs/gpt-5M-s0.log', 'experiments/zoo/runs/gpt-5M-s0/results.json'],
+      cwd=study.ROOT, capture_output=True, text=True, check=False)
+  if ignored.returncode == 128:
+    pytest.skip('not a git checkout')
+  assert ignored.stdout.split() == [
+      'experiments/zoo/runs/gpt-5M-s0/checkpoints/latest/9',
+      'experiments/zoo/runs/sweeps/gpt/trial_0/checkpoints/best/3',
+      'experiments/zoo/runs/gpt-5M-s0.log']

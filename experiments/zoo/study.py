@@ -33,6 +33,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # `python experiments/zoo/study.py` as well as `-m`
@@ -60,7 +61,12 @@ NOISE_MODEL, NOISE_SIZE = 'lstm', '0.8M'  # the noise floor: three seeds
 TIE_SIGMAS = 2.0  # differences under this many noise-floor standard deviations are ties
 INTERRUPTED = (129, 130, 143)  # launch.py's exit statuses after SIGHUP, SIGINT, SIGTERM
 
-DEFAULT_RUNS_DIR = ROOT / 'runs' / 'zoo-study'
+# The study's runs live in the repository, without their checkpoints and console logs
+# (.gitignore), so that it can be run in parts across machines and sessions: a finished run's
+# config.json, results.json, samples and TensorBoard events are committed; an unfinished one
+# resumes only where its checkpoints are.
+DEFAULT_RUNS_DIR = HERE / 'runs'
+SCALED_RUNS_DIR = ROOT / 'runs' / 'zoo-study'  # --budget_scale checks: never kept
 DEFAULT_BUDGET_FILE = HERE / 'budget.json'
 DEFAULT_HPARAMS_FILE = HERE / 'hparams.json'
 
@@ -131,9 +137,9 @@ def _value(value) -> str:
 
 
 def launch_command(config: str, workdir: pathlib.Path, overrides: dict,
-                   sweep: bool = False) -> list[str]:
+                   sweep: bool = False, fused: bool = False) -> list[str]:
   return [sys.executable, 'launch.py', '--config', config, '--workdir', str(workdir),
-          *(['--sweep'] if sweep else []),
+          *(['--sweep'] if sweep else []), *(['--fused'] if fused else []),
           *(f'--config.{key}={_value(value)}' for key, value in overrides.items())]
 
 
@@ -177,10 +183,29 @@ def run_logged(command: list[str], log: pathlib.Path) -> int:
       signal.signal(signal.SIGTERM, previous)
 
 
-def _quiet_note(load_average: tuple[float, ...]) -> str | None:
-  if load_average[0] > 0.5:
-    return (f'note: load average {load_average[0]:.2f} before this measurement: the machine '
-            'is not quiet, and this speed is not the model\'s (measure again when it is)')
+def busy_cores(seconds: float = 2.0) -> float | None:
+  """How many cores' worth of CPU time the machine spent over `seconds` (from /proc/stat;
+  None where there is none). Unlike the load average, it does not remember the previous
+  measurement's own run."""
+  def sample():
+    with open('/proc/stat', encoding='ascii') as f:
+      fields = [int(x) for x in f.readline().split()[1:]]
+    return sum(fields), fields[3] + fields[4]  # total, idle + iowait (in clock ticks)
+  try:
+    total0, idle0 = sample()
+    time.sleep(seconds)
+    total1, idle1 = sample()
+  except (OSError, ValueError, IndexError):
+    return None
+  if total1 == total0:
+    return None
+  return (1 - (idle1 - idle0) / (total1 - total0)) * (os.cpu_count() or 1)
+
+
+def _quiet_note(busy: float | None) -> str | None:
+  if busy is not None and busy > 0.25:
+    return (f'note: {busy:.2f} cores busy before this measurement: the machine is not quiet, '
+            'and this speed is not the model\'s (measure again when it is)')
   return None
 
 
@@ -212,8 +237,9 @@ def speed(args) -> int:
                  'log.sample_every_steps': 10 ** 9, 'log.novelty_num_samples': 0}
     command = launch_command(entry.config(args.smoke), workdir, overrides)
     load_before = os.getloadavg()
+    busy_before = busy_cores()
     print(f'== speed of {key}: {steps} steps', flush=True)
-    if (note := _quiet_note(load_before)):
+    if (note := _quiet_note(busy_before)):
       print(note, flush=True)
     status = run_logged(command, scratch / f'{key}.log')
     if status in INTERRUPTED:
@@ -236,6 +262,7 @@ def speed(args) -> int:
         'overrides': {k: v for k, v in overrides.items() if k != 'train.num_steps'},
         'measured_at': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
         'load_average_before': [round(x, 2) for x in load_before],
+        'busy_cores_before': None if busy_before is None else round(busy_before, 2),
         'load_average_after': [round(x, 2) for x in os.getloadavg()],
         'cpu_count': os.cpu_count(),
     }
@@ -265,9 +292,9 @@ def _check_smoke(budget: dict, smoke: bool, budget_file) -> None:
 
 
 def default_runs_dir(scale: float) -> pathlib.Path:
-  """runs/zoo-study, or runs/zoo-study-x<scale> for a scaled budget (never mixed)."""
-  return DEFAULT_RUNS_DIR if scale == 1 else DEFAULT_RUNS_DIR.with_name(
-      f'{DEFAULT_RUNS_DIR.name}-x{scale:g}')
+  """experiments/zoo/runs, or runs/zoo-study-x<scale> for a scaled budget (never mixed)."""
+  return DEFAULT_RUNS_DIR if scale == 1 else SCALED_RUNS_DIR.with_name(
+      f'{SCALED_RUNS_DIR.name}-x{scale:g}')
 
 
 def _runs_dir(args) -> pathlib.Path:
@@ -300,7 +327,7 @@ def sweep(args) -> int:
     config = f'experiments/zoo/sweep_config.py:{model}' + (',smoke' if args.smoke else '')
     command = launch_command(config, runs_dir / 'sweeps' / model, {
         'train.num_steps': steps, 'eval.every_steps': every, 'log.checkpoint_every_steps': every,
-        **window_overrides(model, args.smoke)}, sweep=True)
+        **window_overrides(model, args.smoke)}, sweep=True, fused=args.fused)
     print(f'== sweep of {model} at 0.8M: {steps} steps per trial', flush=True)
     status = run_logged(command, runs_dir / 'sweeps' / f'{model}.log')
     if status in INTERRUPTED:
@@ -407,6 +434,11 @@ def run(args) -> int:
           'started_at': datetime.datetime.now(datetime.timezone.utc).isoformat(
               timespec='seconds')})
     step = rundir.latest_step_on_disk(workdir) if workdir.is_dir() else None
+    if workdir.is_dir() and not step:
+      # Started elsewhere (its checkpoints are not kept): its events and samples would mix
+      # with a new run's, so it starts anew in a clean directory.
+      print(f'note: {entry.name} has no checkpoint in {workdir}: starting it anew', flush=True)
+      shutil.rmtree(workdir)
     print(f'== {entry.name}: {steps:,} steps'
           + (f', resuming at step {step:,}' if step else ''), flush=True)
     status = run_logged(command, runs_dir / f'{entry.name}.log')
@@ -648,7 +680,9 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument('--budget', type=float, default=BUDGET_SECONDS, help='seconds of train steps')
   p.add_argument('--steps', type=int, default=SPEED_STEPS, help='steps of each measurement')
   p.add_argument('--scratch', default='/tmp/zoo-study-speed', help='the measurements\' runs')
-  add('sweep', sweep, 'the lr x dropout sweep of each model at 0.8M (a third of its budget)')
+  p = add('sweep', sweep, 'the lr x dropout sweep of each model at 0.8M (a third of its budget)')
+  p.add_argument('--fused', action='store_true', help='train the trials together (launch.py '
+                 '--fused): the same steps, results equal to float tolerance')
   add('pick', pick, 'each model\'s best sweep trial -> hparams.json')
   add('run', run, 'train the entries (resumable)')
   add('status', status, 'list the entries, their budgets and state')

@@ -1,7 +1,7 @@
 r"""The equal-compute study's learning-rate and dropout sweep: configs/zoo.py with a get_sweep.
 
   python launch.py --config experiments/zoo/sweep_config.py:mingru --sweep \
-      --workdir runs/zoo-study/sweeps/mingru --config.train.num_steps=N ...
+      --workdir experiments/zoo/runs/sweeps/mingru --config.train.num_steps=N ...
 
 `python -m experiments.zoo.study sweep` runs it for every model at 0.8M with a third of the
 model's step budget (experiments/zoo/README.md). The config is configs/zoo.py's variant,
