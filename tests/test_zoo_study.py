@@ -182,3 +182,23 @@ def test_the_default_runs_are_kept_in_the_repository_without_checkpoints():
       'experiments/zoo/runs/gpt-5M-s0/checkpoints/latest/9',
       'experiments/zoo/runs/sweeps/gpt/trial_0/checkpoints/best/3',
       'experiments/zoo/runs/gpt-5M-s0.log']
+
+
+def test_the_sweep_gets_a_third_of_the_budget_and_parallel_trials_a_core_each(tmp_path,
+                                                                               monkeypatch):
+  budget = tmp_path / 'budget.json'
+  budget.write_text(json.dumps({'budget_seconds': 900, 'smoke': False, 'entries': {
+      'mingru-0.8M': {'seconds_per_step': 0.1, 'steps': 9000}}}))
+  commands = []
+  monkeypatch.setattr(study, 'run_logged', lambda command, log: commands.append(command) or 0)
+  monkeypatch.setattr(study.os, 'cpu_count', lambda: 2)
+  common = ['--only', 'mingru', '--budget_file', str(budget), '--runs_dir', str(tmp_path)]
+  assert study.main(['sweep', *common, '--parallel', '2']) == 0
+  assert study.main(['sweep', *common]) == 0
+  parallel, alone = commands
+  assert parallel[1:7] == ['launch.py', '--config', 'experiments/zoo/sweep_config.py:mingru',
+                           '--workdir', str(tmp_path / 'sweeps' / 'mingru'), '--sweep']
+  assert '--parallel=2' in parallel and '--config.parallel.cpu_devices=1' in parallel
+  assert '--config.train.num_steps=3000' in parallel and '--config.eval.every_steps=300' in parallel
+  assert not any('parallel' in arg for arg in alone)
+  assert [a for a in alone if 'num_steps' in a] == ['--config.train.num_steps=3000']

@@ -137,9 +137,10 @@ def _value(value) -> str:
 
 
 def launch_command(config: str, workdir: pathlib.Path, overrides: dict,
-                   sweep: bool = False, fused: bool = False) -> list[str]:
+                   sweep: bool = False, fused: bool = False, parallel: int = 1) -> list[str]:
   return [sys.executable, 'launch.py', '--config', config, '--workdir', str(workdir),
           *(['--sweep'] if sweep else []), *(['--fused'] if fused else []),
+          *([f'--parallel={parallel}'] if parallel > 1 else []),
           *(f'--config.{key}={_value(value)}' for key, value in overrides.items())]
 
 
@@ -325,9 +326,14 @@ def sweep(args) -> int:
     steps = planned_steps(found, args.budget_scale, SWEEP_FRACTION)
     every = max(1, steps // EVALS_PER_RUN)
     config = f'experiments/zoo/sweep_config.py:{model}' + (',smoke' if args.smoke else '')
+    # --parallel N on a CPU: N trials at once on disjoint cores (seqlab.sweeps' slots), each
+    # with one JAX device per core it has.
+    devices = {'parallel.cpu_devices': max(1, (os.cpu_count() or 1) // args.parallel)} \
+        if args.parallel > 1 else {}
     command = launch_command(config, runs_dir / 'sweeps' / model, {
         'train.num_steps': steps, 'eval.every_steps': every, 'log.checkpoint_every_steps': every,
-        **window_overrides(model, args.smoke)}, sweep=True, fused=args.fused)
+        **window_overrides(model, args.smoke), **devices}, sweep=True, fused=args.fused,
+        parallel=args.parallel)
     print(f'== sweep of {model} at 0.8M: {steps} steps per trial', flush=True)
     status = run_logged(command, runs_dir / 'sweeps' / f'{model}.log')
     if status in INTERRUPTED:
@@ -681,8 +687,15 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument('--steps', type=int, default=SPEED_STEPS, help='steps of each measurement')
   p.add_argument('--scratch', default='/tmp/zoo-study-speed', help='the measurements\' runs')
   p = add('sweep', sweep, 'the lr x dropout sweep of each model at 0.8M (a third of its budget)')
-  p.add_argument('--fused', action='store_true', help='train the trials together (launch.py '
-                 '--fused): the same steps, results equal to float tolerance')
+  p.add_argument('--fused', action='store_true', help=(
+      'train the trials together (launch.py --fused): the same steps, results equal to float '
+      'tolerance. On the 2-core CPU, 6 fused LSTM trials ran at 2.3-2.6k chars/s each, about '
+      '15k in all: slower than one trial at a time (20-22k)'))
+  p.add_argument('--parallel', type=int, default=1, help=(
+      'trials at once, each on its share of the cores (launch.py --parallel). On the 2-core '
+      'CPU, 2 LSTM trials on a core each ran at 11k chars/s each, one on 2 devices at 20-22k: '
+      'the same work, but one trial\'s compilation and evaluations overlap the other\'s '
+      'training'))
   add('pick', pick, 'each model\'s best sweep trial -> hparams.json')
   add('run', run, 'train the entries (resumable)')
   add('status', status, 'list the entries, their budgets and state')
