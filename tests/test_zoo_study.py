@@ -1,38 +1,40 @@
-"""experiments/zoo/study.py, the equal-compute study's tooling: its entries, the commands it
-builds, and its table from hand-made run directories. Nothing trains here (the tooling's end-to-end
-check is `study.py ... --smoke`, see experiments/zoo/README.md)."""
+"""experiments/zoo/ (study.py, entries.py, report.py), the equal-compute study's tooling: its
+entries, the commands it builds, and its table from hand-made run directories. Nothing trains
+here (the tooling's end-to-end check is `study.py ... --smoke`, see experiments/zoo/README.md)."""
 
 import json
 
 import pytest
 
 from conftest import run_command
+from experiments.zoo import entries
+from experiments.zoo import report
 from experiments.zoo import study
 
 
 def test_the_entries_are_the_issues():
-  names = [e.name for e in study.ENTRIES]
+  names = [e.name for e in entries.ENTRIES]
   assert len(names) == len(set(names)) == 19
-  assert [e.seed for e in study.ENTRIES if e.key == 'lstm-0.8M'] == [0, 1, 2]  # noise floor
-  for model in study.MODELS:
-    assert [e.seed for e in study.ENTRIES if e.key == f'{model}-5M'] == [0]
+  assert [e.seed for e in entries.ENTRIES if e.key == 'lstm-0.8M'] == [0, 1, 2]  # noise floor
+  for model in entries.MODELS:
+    assert [e.seed for e in entries.ENTRIES if e.key == f'{model}-5M'] == [0]
     if model != 'lstm':
-      assert [e.seed for e in study.ENTRIES if e.key == f'{model}-0.8M'] == [0, 1]
-  assert [e.name for e in study.select('gpt')] == ['gpt-0.8M-s0', 'gpt-0.8M-s1', 'gpt-5M-s0']
-  assert [e.name for e in study.select('mamba-5M,lstm-0.8M-s2')] == ['lstm-0.8M-s2',
+      assert [e.seed for e in entries.ENTRIES if e.key == f'{model}-0.8M'] == [0, 1]
+  assert [e.name for e in entries.select('gpt')] == ['gpt-0.8M-s0', 'gpt-0.8M-s1', 'gpt-5M-s0']
+  assert [e.name for e in entries.select('mamba-5M,lstm-0.8M-s2')] == ['lstm-0.8M-s2',
                                                                      'mamba-5M-s0']
   with pytest.raises(SystemExit, match='no such entry'):
-    study.select('rwkv')
+    entries.select('rwkv')
 
 
 def test_a_5m_entry_overrides_the_0_8m_variant_as_the_bench_sizes_it():
-  assert study.size_overrides('mingru', '0.8M') == {}
-  assert study.size_overrides('lstm', '5M') == {'model.num_layers': 3, 'model.hidden_size': 512}
-  assert study.size_overrides('gpt', '5M') == {'model.num_layers': 6, 'model.width': 256}
-  assert study.size_overrides('gpt', '5M', smoke=True) == {}
-  entry = study.Entry('hawk', '5M', 0)
+  assert entries.size_overrides('mingru', '0.8M') == {}
+  assert entries.size_overrides('lstm', '5M') == {'model.num_layers': 3, 'model.hidden_size': 512}
+  assert entries.size_overrides('gpt', '5M') == {'model.num_layers': 6, 'model.width': 256}
+  assert entries.size_overrides('gpt', '5M', smoke=True) == {}
+  entry = entries.Entry('hawk', '5M', 0)
   hparams = {'hawk': {'overrides': {'optim.learning_rate': 0.004, 'model.dropout': 0.1}}}
-  command = study.launch_command(entry.config(), '/tmp/w', study.run_overrides(
+  command = entries.launch_command(entry.config(), '/tmp/w', entries.run_overrides(
       entry, 2000, hparams, smoke=False))
   assert command[1:6] == ['launch.py', '--config', 'configs/zoo.py:hawk', '--workdir', '/tmp/w']
   assert command[6:] == [
@@ -40,7 +42,7 @@ def test_a_5m_entry_overrides_the_0_8m_variant_as_the_bench_sizes_it():
       '--config.optim.learning_rate=0.004', '--config.model.dropout=0.1', '--config.seed=0',
       '--config.train.num_steps=2000',
       '--config.eval.every_steps=200', '--config.log.checkpoint_every_steps=200']
-  gpt = study.run_overrides(study.Entry('gpt', '0.8M', 1), 2000, {}, smoke=False)
+  gpt = entries.run_overrides(entries.Entry('gpt', '0.8M', 1), 2000, {}, smoke=False)
   assert (gpt['model.context'], gpt['data.seq_len'], gpt['data.batch_size']) == (256, 256, 8)
   assert gpt['eval.window'] == 256
 
@@ -68,15 +70,15 @@ def test_the_table_has_mean_and_spread_over_seeds_and_the_noise_floor(tmp_path):
   _finished(tmp_path, 'mingru-0.8M-s0', 1.52, 1.60)
   _finished(tmp_path, 'mingru-0.8M-s1', 1.56, 1.64)
   _finished(tmp_path, 'gpt-0.8M-s0', 1.70, 1.70)
-  rows = {r['key']: r for r in study.table_rows(tmp_path)}
+  rows = {r['key']: r for r in report.table_rows(tmp_path)}
   assert rows['lstm-0.8M']['val_stream'] == pytest.approx(1.52)
   assert rows['lstm-0.8M']['val_stream_sd'] == pytest.approx(0.02)
   assert rows['lstm-0.8M']['seeds'] == '3/3' and rows['gpt-0.8M']['seeds'] == '1/2'
   assert rows['gpt-0.8M']['val_stream_sd'] is None and rows['hawk-0.8M']['n'] == 0
-  floor = study.noise_floor(list(rows.values()))
+  floor = report.noise_floor(list(rows.values()))
   assert floor['stream'] == pytest.approx(0.02) and floor['n'] == 3
   lines = {line.split(' | ')[0][2:] + '-' + line.split(' | ')[1]: line
-           for line in study.markdown_table(list(rows.values()), floor).splitlines()[2:]}
+           for line in report.markdown_table(list(rows.values()), floor).splitlines()[2:]}
   assert '| 1.5200 ± 0.0200 | 1.6200 ± 0.0200 | 900, 900, 900 | 3/3 | best |' \
       in lines['lstm-0.8M']
   assert lines['mingru-0.8M'].endswith('| +0.0200: tie |')  # under 2 sd (0.04) of the floor
@@ -106,11 +108,11 @@ def test_the_pictures_come_from_compare_with_a_colour_per_model(tmp_path):
           writer.add_scalar('val/train_seconds', 3.0 * step, step)
           writer.add_scalar('val/train_flops', 1e6 * step, step)
     runs.append(run)
-  assert study.line_styles(runs) == {
+  assert report.line_styles(runs) == {
       'lstm-0.8M-s0': {'color': 'C0', 'linestyle': '-'},
       'gpt-5M-s0': {'color': 'C5', 'linestyle': '--'},
       'gpt-0.8M-s0': {'color': 'C5', 'linestyle': '-'}}
-  lines = study.pictures(runs, tmp_path / 'out')
+  lines = report.pictures(runs, tmp_path / 'out')
   assert '![val loss against training minutes](compare_val_loss_time.png)' in lines
   assert 'Not in the picture against training FLOPs (no val/train_flops): gpt-0.8M-s0.' in lines
   for name in ('compare.csv', 'compare_val_loss_time.png', 'compare_val_loss_flops.png'):
@@ -169,13 +171,13 @@ def test_run_starts_an_entry_anew_where_its_checkpoints_were_not_kept(tmp_path, 
 
 def test_the_default_runs_are_kept_in_the_repository_without_checkpoints():
   import subprocess  # pylint: disable=g-import-not-at-top
-  assert study.default_runs_dir(1) == study.HERE / 'runs'
+  assert study.default_runs_dir(1) == entries.HERE / 'runs'
   assert study.default_runs_dir(0.01).name == 'zoo-study-x0.01'  # scaled checks: not kept
   ignored = subprocess.run(
       ['git', 'check-ignore', '--no-index', 'experiments/zoo/runs/gpt-5M-s0/checkpoints/latest/9',
        'experiments/zoo/runs/sweeps/gpt/trial_0/checkpoints/best/3',
        'experiments/zoo/runs/gpt-5M-s0.log', 'experiments/zoo/runs/gpt-5M-s0/results.json'],
-      cwd=study.ROOT, capture_output=True, text=True, check=False)
+      cwd=entries.ROOT, capture_output=True, text=True, check=False)
   if ignored.returncode == 128:
     pytest.skip('not a git checkout')
   assert ignored.stdout.split() == [

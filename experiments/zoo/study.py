@@ -18,19 +18,18 @@ its sweep, `speed --only KEY` re-measures some entries. experiments/zoo/README.m
 the 5M entries at the smoke size: a check of the tooling, not of the models. Write smoke
 runs outside the repository (`--runs_dir /tmp/... --budget_file /tmp/.../budget.json`).
 
-Imports no JAX: it starts launch.py processes and reads their run directories.
+Imports no JAX: it starts launch.py processes and reads their run directories. What it runs
+is in entries.py (the entries and their overrides), how it reports in report.py.
 """
 
 import argparse
 import dataclasses
 import datetime
-import json
 import math
 import os
 import pathlib
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -40,126 +39,12 @@ if str(ROOT) not in sys.path:  # `python experiments/zoo/study.py` as well as `-
   sys.path.insert(0, str(ROOT))
 
 # pylint: disable=wrong-import-position
+from experiments.zoo import report
+from experiments.zoo import entries as plan
 from seqlab.analysis import compare
-from seqlab.analysis import curves as run_curves
-from seqlab.bench import zoo as bench_zoo  # the 5M model groups (JAX-free)
 from seqlab.run import directory as rundir
 
-HERE = pathlib.Path(__file__).resolve().parent
-MODELS = ('lstm', 'mingru', 'minlstm', 'hawk', 'mamba', 'gpt')  # configs/zoo.py variants
-SIZES = ('0.8M', '5M')
-BUDGET_SECONDS = 900.0  # 15 minutes of train steps per run
-SWEEP_FRACTION = 1 / 3  # the lr/dropout sweep's runs: a third of the budget
-EVAL_WINDOW = 256  # eval.window for every entry: nanoGPT's block_size, so windows compare with it
-SMOKE_EVAL_WINDOW = 32  # the smoke GPT's context
-# The GPT reads windows of 256 as nanoGPT's does (its variant's context is 64): 8 x 256 chars a
-# step, the 2,048 of the other models' 32 x 64.
-GPT_WINDOWS = {'model.context': 256, 'data.seq_len': 256, 'data.batch_size': 8}
-EVALS_PER_RUN = 10  # val evaluations (and checkpoints) per run: the curves' points
-SPEED_STEPS = 150  # steps of a speed measurement
-NOISE_MODEL, NOISE_SIZE = 'lstm', '0.8M'  # the noise floor: three seeds
-TIE_SIGMAS = 2.0  # differences under this many noise-floor standard deviations are ties
 INTERRUPTED = (129, 130, 143)  # launch.py's exit statuses after SIGHUP, SIGINT, SIGTERM
-
-# The study's runs live in the repository, without their checkpoints and console logs
-# (.gitignore), so that it can be run in parts across machines and sessions: a finished run's
-# config.json, results.json, samples and TensorBoard events are committed; an unfinished one
-# resumes only where its checkpoints are.
-DEFAULT_RUNS_DIR = HERE / 'runs'
-SCALED_RUNS_DIR = ROOT / 'runs' / 'zoo-study'  # --budget_scale checks: never kept
-DEFAULT_BUDGET_FILE = HERE / 'budget.json'
-DEFAULT_HPARAMS_FILE = HERE / 'hparams.json'
-
-
-@dataclasses.dataclass(frozen=True)
-class Entry:
-  """One run of the study: a configs/zoo.py variant at a size, with a seed."""
-  model: str
-  size: str
-  seed: int
-
-  @property
-  def name(self) -> str:
-    return f'{self.model}-{self.size}-s{self.seed}'
-
-  @property
-  def key(self) -> str:
-    """What its speed and budget belong to (its seeds share them)."""
-    return f'{self.model}-{self.size}'
-
-  def config(self, smoke: bool = False) -> str:
-    return f'configs/zoo.py:{self.model}' + (',smoke' if smoke else '')
-
-
-def _seeds(model: str, size: str) -> tuple[int, ...]:
-  if size == '5M':
-    return (0,)
-  return (0, 1, 2) if (model, size) == (NOISE_MODEL, NOISE_SIZE) else (0, 1)
-
-
-ENTRIES = tuple(Entry(m, s, seed) for s in SIZES for m in MODELS for seed in _seeds(m, s))
-
-
-def size_overrides(model: str, size: str, smoke: bool = False) -> dict:
-  """The model fields that make `size` out of the 0.8M variant: seqlab.bench.zoo's 5M group
-  where it differs from its 0.8M group (layers, width, heads; the context is GPT_WINDOWS's).
-  {} at 0.8M and in smoke runs."""
-  if size == '0.8M' or smoke:
-    return {}
-  small, big = bench_zoo.MODELS[model]['0.8M'], bench_zoo.MODELS[model][size]
-  return {f'model.{k}': v for k, v in big.items() if k != 'context' and small.get(k) != v}
-
-
-def select(only: str | None, entries=ENTRIES) -> list[Entry]:
-  """`--only`: comma-separated entry names (lstm-0.8M-s0), keys (lstm-0.8M), models or sizes."""
-  if not only:
-    return list(entries)
-  wanted = [w.strip() for w in only.split(',') if w.strip()]
-  chosen = [e for e in entries if any(w in (e.name, e.key, e.model, e.size) for w in wanted)]
-  unknown = [w for w in wanted if not any(w in (e.name, e.key, e.model, e.size) for e in entries)]
-  if unknown:
-    raise SystemExit(f'error: --only {",".join(unknown)}: no such entry; entries: '
-                     + ', '.join(e.name for e in entries))
-  return chosen
-
-
-def load(path: pathlib.Path) -> dict:
-  return rundir.load_json(path) or {}
-
-
-def write_json(path: pathlib.Path, value: dict) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  rundir.write_atomic(path, json.dumps(value, indent=2) + '\n')
-
-
-def _value(value) -> str:
-  return repr(value) if isinstance(value, float) else str(value)
-
-
-def launch_command(config: str, workdir: pathlib.Path, overrides: dict,
-                   sweep: bool = False, fused: bool = False, parallel: int = 1) -> list[str]:
-  return [sys.executable, 'launch.py', '--config', config, '--workdir', str(workdir),
-          *(['--sweep'] if sweep else []), *(['--fused'] if fused else []),
-          *([f'--parallel={parallel}'] if parallel > 1 else []),
-          *(f'--config.{key}={_value(value)}' for key, value in overrides.items())]
-
-
-def window_overrides(model: str, smoke: bool) -> dict:
-  """eval.window for every model; the GPT's context and batches to match (not in smoke runs)."""
-  if smoke:
-    return {'eval.window': SMOKE_EVAL_WINDOW}
-  return {**(GPT_WINDOWS if model == 'gpt' else {}), 'eval.window': EVAL_WINDOW}
-
-
-def run_overrides(entry: Entry, steps: int, hparams: dict, smoke: bool) -> dict:
-  """Everything an entry's run sets on top of its configs/zoo.py variant."""
-  every = max(1, steps // EVALS_PER_RUN)
-  return {**size_overrides(entry.model, entry.size, smoke),
-          **window_overrides(entry.model, smoke),
-          **hparams.get(entry.model, {}).get('overrides', {}),
-          'seed': entry.seed, 'train.num_steps': steps,
-          'eval.every_steps': every, 'log.checkpoint_every_steps': every}
-
 
 def run_logged(command: list[str], log: pathlib.Path) -> int:
   """Runs `command` in the repository root, its output to the console and appended to `log`;
@@ -217,26 +102,26 @@ def speed(args) -> int:
   """Measures each entry key's train-step time with a short launch.py run of its config and
   writes budget.json: seconds per step and the step count for the budget."""
   budget_file = pathlib.Path(args.budget_file)
-  budget = load(budget_file)
+  budget = plan.load(budget_file)
   if budget and budget.get('smoke', False) != args.smoke:
     raise SystemExit(f'error: {budget_file} holds {"smoke" if budget.get("smoke") else "real"} '
                      'measurements; use another --budget_file')
   budget.update(budget_seconds=args.budget, smoke=args.smoke, speed_steps=args.steps)
   entries = budget.setdefault('entries', {})
-  hparams = load(pathlib.Path(args.hparams_file))
+  hparams = plan.load(pathlib.Path(args.hparams_file))
   scratch = pathlib.Path(args.scratch)
-  keys = list(dict.fromkeys(e.key for e in select(args.only)))
+  keys = list(dict.fromkeys(e.key for e in plan.select(args.only)))
   failed = []
   for key in keys:
-    entry = next(e for e in ENTRIES if e.key == key)
+    entry = next(e for e in plan.ENTRIES if e.key == key)
     workdir = scratch / key
     if workdir.exists():
       shutil.rmtree(workdir)  # a fresh measurement: never a resumed one
     steps = args.steps
-    overrides = {**run_overrides(entry, steps, hparams, args.smoke),
+    overrides = {**plan.run_overrides(entry, steps, hparams, args.smoke),
                  'eval.every_steps': steps, 'log.checkpoint_every_steps': steps,
                  'log.sample_every_steps': 10 ** 9, 'log.novelty_num_samples': 0}
-    command = launch_command(entry.config(args.smoke), workdir, overrides)
+    command = plan.launch_command(entry.config(args.smoke), workdir, overrides)
     load_before = os.getloadavg()
     busy_before = busy_cores()
     print(f'== speed of {key}: {steps} steps', flush=True)
@@ -245,8 +130,8 @@ def speed(args) -> int:
     status = run_logged(command, scratch / f'{key}.log')
     if status in INTERRUPTED:
       return status
-    results = load(workdir / rundir.RESULTS_FILENAME)
-    config = load(workdir / rundir.CONFIG_FILENAME)
+    results = plan.load(workdir / rundir.RESULTS_FILENAME)
+    config = plan.load(workdir / rundir.CONFIG_FILENAME)
     if status or not results.get('chars_per_sec'):
       print(f'error: the speed run of {key} failed (exit status {status}); see '
             f'{scratch / f"{key}.log"}', flush=True)
@@ -267,7 +152,7 @@ def speed(args) -> int:
         'load_average_after': [round(x, 2) for x in os.getloadavg()],
         'cpu_count': os.cpu_count(),
     }
-    write_json(budget_file, budget)  # after every measurement: a stopped `speed` keeps them
+    plan.write_json(budget_file, budget)  # after every measurement: a stopped `speed` keeps them
     print(f'{key}: {seconds_per_step * 1e3:.1f} ms/step ({results["chars_per_sec"]:,.0f} '
           f'chars/s) -> {entries[key]["steps"]:,} steps in {args.budget:g} s', flush=True)
   print(f'wrote {budget_file}')
@@ -294,8 +179,8 @@ def _check_smoke(budget: dict, smoke: bool, budget_file) -> None:
 
 def default_runs_dir(scale: float) -> pathlib.Path:
   """experiments/zoo/runs, or runs/zoo-study-x<scale> for a scaled budget (never mixed)."""
-  return DEFAULT_RUNS_DIR if scale == 1 else SCALED_RUNS_DIR.with_name(
-      f'{SCALED_RUNS_DIR.name}-x{scale:g}')
+  return plan.DEFAULT_RUNS_DIR if scale == 1 else plan.SCALED_RUNS_DIR.with_name(
+      f'{plan.SCALED_RUNS_DIR.name}-x{scale:g}')
 
 
 def _runs_dir(args) -> pathlib.Path:
@@ -313,26 +198,26 @@ def sweep(args) -> int:
   """launch.py --sweep of experiments/zoo/sweep_config.py for each model at 0.8M, each trial a
   third of that model's budget."""
   budget_file = pathlib.Path(args.budget_file)
-  budget = load(budget_file)
+  budget = plan.load(budget_file)
   _check_smoke(budget, args.smoke, budget_file)
   runs_dir = _runs_dir(args)
-  models = list(dict.fromkeys(e.model for e in select(args.only) if e.size == '0.8M'))
+  models = list(dict.fromkeys(e.model for e in plan.select(args.only) if e.size == '0.8M'))
   failed = []
   for model in models:
     found = _budget_entry(budget, f'{model}-0.8M', budget_file)
     if found is None:
       failed.append(model)
       continue
-    steps = planned_steps(found, args.budget_scale, SWEEP_FRACTION)
-    every = max(1, steps // EVALS_PER_RUN)
+    steps = planned_steps(found, args.budget_scale, plan.SWEEP_FRACTION)
+    every = max(1, steps // plan.EVALS_PER_RUN)
     config = f'experiments/zoo/sweep_config.py:{model}' + (',smoke' if args.smoke else '')
     # --parallel N on a CPU: N trials at once on disjoint cores (seqlab.sweeps' slots), each
     # with one JAX device per core it has.
     devices = {'parallel.cpu_devices': max(1, (os.cpu_count() or 1) // args.parallel)} \
         if args.parallel > 1 else {}
-    command = launch_command(config, runs_dir / 'sweeps' / model, {
+    command = plan.launch_command(config, runs_dir / 'sweeps' / model, {
         'train.num_steps': steps, 'eval.every_steps': every, 'log.checkpoint_every_steps': every,
-        **window_overrides(model, args.smoke), **devices}, sweep=True, fused=args.fused,
+        **plan.window_overrides(model, args.smoke), **devices}, sweep=True, fused=args.fused,
         parallel=args.parallel)
     print(f'== sweep of {model} at 0.8M: {steps} steps per trial', flush=True)
     status = run_logged(command, runs_dir / 'sweeps' / f'{model}.log')
@@ -349,9 +234,9 @@ def pick(args) -> int:
   """hparams.json: each model's trial of lowest final val loss (its eval.protocol's)."""
   runs_dir = _runs_dir(args)
   hparams_file = pathlib.Path(args.hparams_file)
-  hparams = load(hparams_file)
+  hparams = plan.load(hparams_file)
   lines = []
-  for model in dict.fromkeys(e.model for e in select(args.only)):
+  for model in dict.fromkeys(e.model for e in plan.select(args.only)):
     sweep_dir = runs_dir / 'sweeps' / model
     if not sweep_dir.is_dir():
       print(f'note: no sweep of {model} in {sweep_dir}; skipped')
@@ -359,15 +244,15 @@ def pick(args) -> int:
     _, rows = compare.table_rows(sweep_dir)
     done = [r for r in rows if r['status'] == 'done' and r['val_loss'] is not None
             and math.isfinite(r['val_loss'])]
-    planned = max(len(rows), len(load(sweep_dir / 'sweep.json').get('trials', {})))
+    planned = max(len(rows), len(plan.load(sweep_dir / 'sweep.json').get('trials', {})))
     if len(done) < planned:
       print(f'note: {model}: {planned - len(done)} of {planned} trials not done; picking '
             'from the others')
     if not done:
       continue
     best = min(done, key=lambda r: r['val_loss'])
-    config = load(sweep_dir / best['trial'] / rundir.CONFIG_FILENAME)
-    rates = [load(sweep_dir / r['trial'] / rundir.CONFIG_FILENAME)['optim']['learning_rate']
+    config = plan.load(sweep_dir / best['trial'] / rundir.CONFIG_FILENAME)
+    rates = [plan.load(sweep_dir / r['trial'] / rundir.CONFIG_FILENAME)['optim']['learning_rate']
              for r in done]
     if len(set(rates)) > 2 and config['optim']['learning_rate'] in (min(rates), max(rates)):
       print(f'note: {model}: the best learning rate, {config["optim"]["learning_rate"]:g}, is '
@@ -376,13 +261,13 @@ def pick(args) -> int:
         'overrides': {'optim.learning_rate': config['optim']['learning_rate'],
                       'model.dropout': config['model']['dropout']},
         'trial': best['trial'], 'val_loss': best['val_loss'],
-        'protocol': (load(sweep_dir / best['trial'] / rundir.RESULTS_FILENAME)
+        'protocol': (plan.load(sweep_dir / best['trial'] / rundir.RESULTS_FILENAME)
                      .get('eval_protocol')),
         'sweep_steps': config['train']['num_steps'], 'trials_done': len(done),
         'ranking': [(r['trial'], r['val_loss']) for r in sorted(done, key=lambda r: r['val_loss'])],
     }
     lines.append(f'{model}: {best["trial"]} (val loss {best["val_loss"]:.4f})')
-  write_json(hparams_file, hparams)
+  plan.write_json(hparams_file, hparams)
   print('\n'.join(lines + [f'wrote {hparams_file}']))
   return 0
 
@@ -393,28 +278,28 @@ def pick(args) -> int:
 def run(args) -> int:
   """Runs each selected entry for its budget's steps; finished ones are skipped."""
   budget_file = pathlib.Path(args.budget_file)
-  budget = load(budget_file)
+  budget = plan.load(budget_file)
   _check_smoke(budget, args.smoke, budget_file)
-  hparams = load(pathlib.Path(args.hparams_file))
+  hparams = plan.load(pathlib.Path(args.hparams_file))
   runs_dir = _runs_dir(args)
-  missing = sorted({e.model for e in ENTRIES} - set(hparams))
+  missing = sorted({e.model for e in plan.ENTRIES} - set(hparams))
   if missing:
     print(f'note: no swept hyperparameters for {", ".join(missing)} in {args.hparams_file}: '
           'those run with configs/zoo.py\'s (run `sweep` and `pick` first for the study)',
           flush=True)
   failed = []
-  for entry in select(args.only):
+  for entry in plan.select(args.only):
     found = _budget_entry(budget, entry.key, budget_file)
     if found is None:
       failed.append(entry.name)
       continue
     steps = planned_steps(found, args.budget_scale)
     workdir = runs_dir / entry.name
-    command = launch_command(entry.config(args.smoke), workdir,
-                             run_overrides(entry, steps, hparams, args.smoke))
+    command = plan.launch_command(entry.config(args.smoke), workdir,
+                                  plan.run_overrides(entry, steps, hparams, args.smoke))
     record_file = runs_dir / f'{entry.name}.json'
-    record = load(record_file)
-    results = load(workdir / rundir.RESULTS_FILENAME)
+    record = plan.load(record_file)
+    results = plan.load(workdir / rundir.RESULTS_FILENAME)
     if record and record['command'][1:] != command[1:]:
       print(f'error: {entry.name} was {"run" if results else "started"} in {workdir} with '
             'another command (the budget, hyperparameters or scale changed since):\n  '
@@ -432,7 +317,7 @@ def run(args) -> int:
       failed.append(entry.name)
       continue
     if not record:
-      write_json(record_file, {
+      plan.write_json(record_file, {
           'command': command, 'entry': dataclasses.asdict(entry), 'steps': steps,
           'budget_seconds': budget.get('budget_seconds'), 'budget_scale': args.budget_scale,
           'seconds_per_step': found['seconds_per_step'], 'speed_measured_at': found.get(
@@ -463,16 +348,17 @@ def run(args) -> int:
 def status(args) -> int:
   """Prints every entry: its budget's steps, and how far its run is."""
   budget_file = pathlib.Path(args.budget_file)
-  budget = load(budget_file)
+  budget = plan.load(budget_file)
   runs_dir = _runs_dir(args)
   print(f'budget: {budget_file} ({"measured" if budget else "not measured yet"}); '
         f'runs: {runs_dir}; scale {args.budget_scale:g}')
-  print('| entry | config | size overrides | steps | ms/step | state |\n|---|---|---|---:|---:|---|')
+  print('| entry | config | size overrides | steps | ms/step | state |\n'
+        '|---|---|---|---:|---:|---|')
   remaining = 0.0
-  for entry in select(args.only):
+  for entry in plan.select(args.only):
     found = budget.get('entries', {}).get(entry.key)
     steps = planned_steps(found, args.budget_scale) if found else None
-    results = load(runs_dir / entry.name / rundir.RESULTS_FILENAME)
+    results = plan.load(runs_dir / entry.name / rundir.RESULTS_FILENAME)
     step = rundir.latest_step_on_disk(runs_dir / entry.name) \
         if (runs_dir / entry.name).is_dir() else None
     if results and results.get('steps') == steps:
@@ -483,11 +369,11 @@ def status(args) -> int:
       state = 'not started'
     if found and state != 'done':
       remaining += (steps - (step or 0)) * found['seconds_per_step']
-    overrides = ' '.join(f'{k}={v}' for k, v in size_overrides(entry.model, entry.size,
+    overrides = ' '.join(f'{k}={v}' for k, v in plan.size_overrides(entry.model, entry.size,
                                                                 args.smoke).items()) or '-'
     ms = f'{found["seconds_per_step"] * 1e3:.1f}' if found else '-'
     print(f'| {entry.name} | {entry.config(args.smoke)} | {overrides} | '
-          f'{_count(steps)} | {ms} | {state} |')
+          f'{report.fmt_count(steps)} | {ms} | {state} |')
   if budget:
     print(f'training time left: {remaining / 60:.0f} min of train steps (plus compilation, '
           'evaluations and checkpoints)')
@@ -497,137 +383,22 @@ def status(args) -> int:
 # --- table ---------------------------------------------------------------------------------
 
 
-def _mean_sd(values: list[float]) -> tuple[float | None, float | None]:
-  values = [v for v in values if v is not None]
-  if not values:
-    return None, None
-  return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
-
-
-def _loss(mean, sd, n) -> str:
-  if mean is None:
-    return '-'
-  return f'{mean:.4f} ± {sd:.4f}' if sd is not None else f'{mean:.4f} ({n} seed)'
-
-
-def _count(value, digits=0) -> str:
-  return '-' if value is None else f'{value:,.{digits}f}'
-
-
-def table_rows(runs_dir: pathlib.Path, entries=ENTRIES) -> list[dict]:
-  """One row per (model, size): the finished seeds' numbers, with their mean and spread."""
-  rows = []
-  for key in dict.fromkeys(e.key for e in entries):
-    group = [e for e in entries if e.key == key]
-    done = [(e, load(runs_dir / e.name / rundir.RESULTS_FILENAME)) for e in group]
-    done = [(e, r) for e, r in done if r]
-    results = [r for _, r in done]
-    pick_ = lambda field: [r.get(field) for r in results]
-    stream, stream_sd = _mean_sd(pick_('val_loss_stream'))
-    windows, windows_sd = _mean_sd(pick_('val_loss_windows'))
-    rows.append({
-        'model': group[0].model, 'size': group[0].size, 'key': key,
-        'seeds': f'{len(done)}/{len(group)}',
-        'runs': [runs_dir / e.name for e, _ in done],
-        'params': results[0].get('num_params') if results else None,
-        'flops_per_char': results[0].get('flops_per_char') if results else None,
-        'chars_per_sec': _mean_sd(pick_('chars_per_sec'))[0],
-        'steps': results[0].get('steps') if results else None,
-        'train_minutes': (_mean_sd(pick_('train_time'))[0] or 0) / 60 if results else None,
-        'val_stream': stream, 'val_stream_sd': stream_sd,
-        'val_windows': windows, 'val_windows_sd': windows_sd,
-        'n': len(done), 'protocol': results[0].get('eval_protocol') if results else None,
-        'best_steps': [r.get('best_step') for r in results],
-    })
-  return rows
-
-
-def noise_floor(rows: list[dict]) -> dict:
-  """The noise floor's standard deviations (stream, windows), from the LSTM's seeds."""
-  row = next((r for r in rows if (r['model'], r['size']) == (NOISE_MODEL, NOISE_SIZE)), None)
-  if row is None or row['n'] < 2:
-    return {}
-  return {'stream': row['val_stream_sd'], 'windows': row['val_windows_sd'], 'n': row['n']}
-
-
-def markdown_table(rows: list[dict], floor: dict) -> str:
-  lines = ['| model | size | params | FLOPs/char | chars/s | steps | train min | '
-           'val loss, stream (mean ± sd) | val loss, windows (mean ± sd) | best step | seeds | '
-           'vs best of its size |',
-           '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|']
-  for size in SIZES:
-    sized = [r for r in rows if r['size'] == size]
-    best = min((r['val_stream'] for r in sized if r['val_stream'] is not None), default=None)
-    for r in sized:
-      if r['val_stream'] is None or best is None:
-        verdict = '-'
-      elif r['val_stream'] == best:
-        verdict = 'best'
-      elif floor.get('stream') is not None:
-        gap = r['val_stream'] - best
-        verdict = (f'+{gap:.4f}: tie' if gap < TIE_SIGMAS * floor['stream']
-                   else f'+{gap:.4f}')
-      else:
-        verdict = f'+{r["val_stream"] - best:.4f}'
-      lines.append(
-          f'| {r["model"]} | {r["size"]} | {_count(r["params"])} | {_count(r["flops_per_char"])} '
-          f'| {_count(r["chars_per_sec"])} | {_count(r["steps"])} | '
-          f'{_count(r["train_minutes"], 1)} | '
-          f'{_loss(r["val_stream"], r["val_stream_sd"], r["n"])} | '
-          f'{_loss(r["val_windows"], r["val_windows_sd"], r["n"])} | '
-          f'{", ".join(_count(s) for s in r["best_steps"]) or "-"} | {r["seeds"]} | {verdict} |')
-  return '\n'.join(lines)
-
-
-def line_styles(runs: list[pathlib.Path]) -> dict:
-  """A colour per model and a line style per size, by run name (the entries' names)."""
-  styles = {}
-  for run in runs:
-    model, size = run.name.split('-')[:2]
-    color = f'C{MODELS.index(model)}' if model in MODELS else None
-    styles[run.name] = {'color': color, 'linestyle': '-' if size == '0.8M' else '--'}
-  return styles
-
-
-def pictures(runs: list[pathlib.Path], out: pathlib.Path) -> list[str]:
-  """compare.csv and the pictures (val loss against training minutes and FLOPs, loss by
-  position), drawn by seqlab.analysis.compare; returns table.md's lines for them."""
-  out.mkdir(parents=True, exist_ok=True)
-  names = run_curves.run_names(runs)
-  columns, rows = compare.table_rows(runs)
-  compare.write_csv(out / compare.CSV_FILENAME, columns, rows)
-  styles, protocol_of = line_styles(runs), run_curves.protocols(runs)
-  lines = []
-  for x, what in (('time', 'training minutes'), ('flops', 'training FLOPs')):
-    curves, missing = run_curves.axis_curves(runs, x)
-    if curves:
-      run_curves.plot_curves(out / run_curves.AXES[x][3], curves, names, x, protocol_of, styles)
-      lines += [f'![val loss against {what}]({run_curves.AXES[x][3]})', '']
-    if missing:
-      lines += [f'Not in the picture against {what} (no {run_curves.AXES[x][0]}): '
-                f'{", ".join(missing)}.', '']
-  by_position = run_curves.by_position_curves(runs)
-  if by_position:
-    run_curves.plot_by_position(out / run_curves.BY_POSITION_FILENAME, by_position, names, styles)
-    lines += [f'![val loss by position in a window]({run_curves.BY_POSITION_FILENAME})', '']
-  return lines + [f'Every run\'s numbers: [{compare.CSV_FILENAME}]({compare.CSV_FILENAME}).']
-
 
 def table(args) -> int:
   runs_dir = _runs_dir(args)
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
-  rows = table_rows(runs_dir)
-  floor = noise_floor(rows)
+  rows = report.table_rows(runs_dir)
+  floor = report.noise_floor(rows)
   runs = [run for r in rows for run in r['runs']]
-  budget = load(pathlib.Path(args.budget_file))
-  window = SMOKE_EVAL_WINDOW if budget.get('smoke') else EVAL_WINDOW
+  budget = plan.load(pathlib.Path(args.budget_file))
+  window = plan.SMOKE_EVAL_WINDOW if budget.get('smoke') else plan.EVAL_WINDOW
   text = [
       '# The equal-compute study: results',
       '',
       f'Written by `python -m experiments.zoo.study table` on '
       f'{datetime.date.today().isoformat()} from {runs_dir} '
-      f'({len(runs)} finished runs of {len(ENTRIES)}); budget '
+      f'({len(runs)} finished runs of {len(plan.ENTRIES)}); budget '
       f'{budget.get("budget_seconds", "?")} s of train steps per run'
       + (f', scaled by {args.budget_scale:g}' if args.budget_scale != 1 else '')
       + (' (smoke runs: a check of the tooling, not a result)' if budget.get('smoke') else '')
@@ -640,19 +411,19 @@ def table(args) -> int:
       f'({next((r["protocol"] for r in rows if r["protocol"]), "eval.protocol")}). '
       'chars/s and train min: the runs\' own (train_time: train steps only).',
       '',
-      markdown_table(rows, floor),
+      report.markdown_table(rows, floor),
       '',
   ]
   if floor:
-    text.append(f'Noise floor: {floor["n"]} seeds of {NOISE_MODEL} at {NOISE_SIZE}: sd '
+    text.append(f'Noise floor: {floor["n"]} seeds of {plan.NOISE_MODEL} at {plan.NOISE_SIZE}: sd '
                 f'{floor["stream"]:.4f} (stream), '
                 + (f'{floor["windows"]:.4f}' if floor['windows'] is not None else '-')
-                + f' (windows); a gap under {TIE_SIGMAS:g} sd of the stream loss '
-                f'({TIE_SIGMAS * floor["stream"]:.4f}) is a tie.')
+                + f' (windows); a gap under {plan.TIE_SIGMAS:g} sd of the stream loss '
+                f'({plan.TIE_SIGMAS * floor["stream"]:.4f}) is a tie.')
   else:
     text.append('Noise floor: not measured yet (needs 2 or more finished LSTM 0.8M seeds).')
   if runs:
-    text += [''] + pictures(runs, out)
+    text += [''] + report.pictures(runs, out)
   (out / 'table.md').write_text('\n'.join(text) + '\n', encoding='utf-8')
   print('\n'.join(text))
   print(f'\nwrote {out / "table.md"}')
@@ -674,17 +445,17 @@ def parser() -> argparse.ArgumentParser:
                    '(lstm-0.8M), models (lstm) or sizes (5M)')
     p.add_argument('--smoke', action='store_true', help='the ,smoke variants (a check of the '
                    'tooling; give --runs_dir and --budget_file outside the repository)')
-    p.add_argument('--budget_file', default=str(DEFAULT_BUDGET_FILE))
-    p.add_argument('--hparams_file', default=str(DEFAULT_HPARAMS_FILE))
-    p.add_argument('--runs_dir', default=None, help=f'default: {DEFAULT_RUNS_DIR} '
+    p.add_argument('--budget_file', default=str(plan.DEFAULT_BUDGET_FILE))
+    p.add_argument('--hparams_file', default=str(plan.DEFAULT_HPARAMS_FILE))
+    p.add_argument('--runs_dir', default=None, help=f'default: {plan.DEFAULT_RUNS_DIR} '
                    '(-x<scale> with --budget_scale)')
     p.add_argument('--budget_scale', type=float, default=1.0,
                    help='multiply every step budget (0.01: a quick check)')
     return p
 
   p = add('speed', speed, 'measure seconds per step, write budget.json')
-  p.add_argument('--budget', type=float, default=BUDGET_SECONDS, help='seconds of train steps')
-  p.add_argument('--steps', type=int, default=SPEED_STEPS, help='steps of each measurement')
+  p.add_argument('--budget', type=float, default=plan.BUDGET_SECONDS, help='seconds of train steps')
+  p.add_argument('--steps', type=int, default=plan.SPEED_STEPS, help='steps of each measurement')
   p.add_argument('--scratch', default='/tmp/zoo-study-speed', help='the measurements\' runs')
   p = add('sweep', sweep, 'the lr x dropout sweep of each model at 0.8M (a third of its budget)')
   p.add_argument('--fused', action='store_true', help=(
@@ -700,7 +471,7 @@ def parser() -> argparse.ArgumentParser:
   add('run', run, 'train the entries (resumable)')
   add('status', status, 'list the entries, their budgets and state')
   p = add('table', table, 'table.md and the pictures from the finished runs')
-  p.add_argument('--out', default=str(HERE), help='where table.md and the pictures go')
+  p.add_argument('--out', default=str(plan.HERE), help='where table.md and the pictures go')
   return top
 
 

@@ -1,0 +1,133 @@
+"""What the equal-compute study runs: its entries (model, size, seed), the overrides that make
+each entry's run out of its configs/zoo.py variant, and the launch.py command of a run.
+
+Data and pure functions only (no JAX, no processes): experiments/zoo/study.py runs them,
+experiments/zoo/report.py tabulates them.
+"""
+
+import dataclasses
+import json
+import pathlib
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # `python experiments/zoo/study.py` as well as `-m`
+  sys.path.insert(0, str(ROOT))
+
+# pylint: disable=wrong-import-position
+from seqlab.bench import zoo as bench_zoo  # the 5M model groups (JAX-free)
+from seqlab.run import directory as rundir
+
+HERE = pathlib.Path(__file__).resolve().parent
+MODELS = ('lstm', 'mingru', 'minlstm', 'hawk', 'mamba', 'gpt')  # configs/zoo.py variants
+SIZES = ('0.8M', '5M')
+BUDGET_SECONDS = 900.0  # 15 minutes of train steps per run
+SWEEP_FRACTION = 1 / 3  # the lr/dropout sweep's runs: a third of the budget
+EVAL_WINDOW = 256  # eval.window for every entry: nanoGPT's block_size, so windows compare with it
+SMOKE_EVAL_WINDOW = 32  # the smoke GPT's context
+# The GPT reads windows of 256 as nanoGPT's does (its variant's context is 64): 8 x 256 chars a
+# step, the 2,048 of the other models' 32 x 64.
+GPT_WINDOWS = {'model.context': 256, 'data.seq_len': 256, 'data.batch_size': 8}
+EVALS_PER_RUN = 10  # val evaluations (and checkpoints) per run: the curves' points
+SPEED_STEPS = 150  # steps of a speed measurement
+NOISE_MODEL, NOISE_SIZE = 'lstm', '0.8M'  # the noise floor: three seeds
+TIE_SIGMAS = 2.0  # differences under this many noise-floor standard deviations are ties
+
+# The study's runs live in the repository, without their checkpoints and console logs
+# (.gitignore), so that it can be run in parts across machines and sessions: a finished run's
+# config.json, results.json, samples and TensorBoard events are committed; an unfinished one
+# resumes only where its checkpoints are.
+DEFAULT_RUNS_DIR = HERE / 'runs'
+SCALED_RUNS_DIR = ROOT / 'runs' / 'zoo-study'  # --budget_scale checks: never kept
+DEFAULT_BUDGET_FILE = HERE / 'budget.json'
+DEFAULT_HPARAMS_FILE = HERE / 'hparams.json'
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+  """One run of the study: a configs/zoo.py variant at a size, with a seed."""
+  model: str
+  size: str
+  seed: int
+
+  @property
+  def name(self) -> str:
+    return f'{self.model}-{self.size}-s{self.seed}'
+
+  @property
+  def key(self) -> str:
+    """What its speed and budget belong to (its seeds share them)."""
+    return f'{self.model}-{self.size}'
+
+  def config(self, smoke: bool = False) -> str:
+    return f'configs/zoo.py:{self.model}' + (',smoke' if smoke else '')
+
+
+def _seeds(model: str, size: str) -> tuple[int, ...]:
+  if size == '5M':
+    return (0,)
+  return (0, 1, 2) if (model, size) == (NOISE_MODEL, NOISE_SIZE) else (0, 1)
+
+
+ENTRIES = tuple(Entry(m, s, seed) for s in SIZES for m in MODELS for seed in _seeds(m, s))
+
+
+def size_overrides(model: str, size: str, smoke: bool = False) -> dict:
+  """The model fields that make `size` out of the 0.8M variant: seqlab.bench.zoo's 5M group
+  where it differs from its 0.8M group (layers, width, heads; the context is GPT_WINDOWS's).
+  {} at 0.8M and in smoke runs."""
+  if size == '0.8M' or smoke:
+    return {}
+  small, big = bench_zoo.MODELS[model]['0.8M'], bench_zoo.MODELS[model][size]
+  return {f'model.{k}': v for k, v in big.items() if k != 'context' and small.get(k) != v}
+
+
+def select(only: str | None, entries=ENTRIES) -> list[Entry]:
+  """`--only`: comma-separated entry names (lstm-0.8M-s0), keys (lstm-0.8M), models or sizes."""
+  if not only:
+    return list(entries)
+  wanted = [w.strip() for w in only.split(',') if w.strip()]
+  chosen = [e for e in entries if any(w in (e.name, e.key, e.model, e.size) for w in wanted)]
+  unknown = [w for w in wanted if not any(w in (e.name, e.key, e.model, e.size) for e in entries)]
+  if unknown:
+    raise SystemExit(f'error: --only {",".join(unknown)}: no such entry; entries: '
+                     + ', '.join(e.name for e in entries))
+  return chosen
+
+
+def load(path: pathlib.Path) -> dict:
+  return rundir.load_json(path) or {}
+
+
+def write_json(path: pathlib.Path, value: dict) -> None:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  rundir.write_atomic(path, json.dumps(value, indent=2) + '\n')
+
+
+def _value(value) -> str:
+  return repr(value) if isinstance(value, float) else str(value)
+
+
+def launch_command(config: str, workdir: pathlib.Path, overrides: dict,
+                   sweep: bool = False, fused: bool = False, parallel: int = 1) -> list[str]:
+  return [sys.executable, 'launch.py', '--config', config, '--workdir', str(workdir),
+          *(['--sweep'] if sweep else []), *(['--fused'] if fused else []),
+          *([f'--parallel={parallel}'] if parallel > 1 else []),
+          *(f'--config.{key}={_value(value)}' for key, value in overrides.items())]
+
+
+def window_overrides(model: str, smoke: bool) -> dict:
+  """eval.window for every model; the GPT's context and batches to match (not in smoke runs)."""
+  if smoke:
+    return {'eval.window': SMOKE_EVAL_WINDOW}
+  return {**(GPT_WINDOWS if model == 'gpt' else {}), 'eval.window': EVAL_WINDOW}
+
+
+def run_overrides(entry: Entry, steps: int, hparams: dict, smoke: bool) -> dict:
+  """Everything an entry's run sets on top of its configs/zoo.py variant."""
+  every = max(1, steps // EVALS_PER_RUN)
+  return {**size_overrides(entry.model, entry.size, smoke),
+          **window_overrides(entry.model, smoke),
+          **hparams.get(entry.model, {}).get('overrides', {}),
+          'seed': entry.seed, 'train.num_steps': steps,
+          'eval.every_steps': every, 'log.checkpoint_every_steps': every}

@@ -1,0 +1,134 @@
+"""The equal-compute study's results: one row per model and size (mean and spread over seeds),
+the noise floor and the ties it implies, the markdown table, and the pictures (drawn by
+seqlab.analysis.compare and curves). Reads run directories only."""
+
+import pathlib
+import statistics
+
+from experiments.zoo.entries import ENTRIES
+from experiments.zoo.entries import load
+from experiments.zoo.entries import MODELS
+from experiments.zoo.entries import NOISE_MODEL
+from experiments.zoo.entries import NOISE_SIZE
+from experiments.zoo.entries import SIZES
+from experiments.zoo.entries import TIE_SIGMAS
+from seqlab.analysis import compare
+from seqlab.analysis import curves as run_curves
+from seqlab.run import directory as rundir
+
+
+def _mean_sd(values: list[float]) -> tuple[float | None, float | None]:
+  values = [v for v in values if v is not None]
+  if not values:
+    return None, None
+  return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def _loss(mean, sd, n) -> str:
+  if mean is None:
+    return '-'
+  return f'{mean:.4f} ± {sd:.4f}' if sd is not None else f'{mean:.4f} ({n} seed)'
+
+
+def fmt_count(value, digits=0) -> str:
+  return '-' if value is None else f'{value:,.{digits}f}'
+
+
+def table_rows(runs_dir: pathlib.Path, entries=ENTRIES) -> list[dict]:
+  """One row per (model, size): the finished seeds' numbers, with their mean and spread."""
+  rows = []
+  for key in dict.fromkeys(e.key for e in entries):
+    group = [e for e in entries if e.key == key]
+    done = [(e, load(runs_dir / e.name / rundir.RESULTS_FILENAME)) for e in group]
+    done = [(e, r) for e, r in done if r]
+    results = [r for _, r in done]
+    pick_ = lambda field: [r.get(field) for r in results]
+    stream, stream_sd = _mean_sd(pick_('val_loss_stream'))
+    windows, windows_sd = _mean_sd(pick_('val_loss_windows'))
+    rows.append({
+        'model': group[0].model, 'size': group[0].size, 'key': key,
+        'seeds': f'{len(done)}/{len(group)}',
+        'runs': [runs_dir / e.name for e, _ in done],
+        'params': results[0].get('num_params') if results else None,
+        'flops_per_char': results[0].get('flops_per_char') if results else None,
+        'chars_per_sec': _mean_sd(pick_('chars_per_sec'))[0],
+        'steps': results[0].get('steps') if results else None,
+        'train_minutes': (_mean_sd(pick_('train_time'))[0] or 0) / 60 if results else None,
+        'val_stream': stream, 'val_stream_sd': stream_sd,
+        'val_windows': windows, 'val_windows_sd': windows_sd,
+        'n': len(done), 'protocol': results[0].get('eval_protocol') if results else None,
+        'best_steps': [r.get('best_step') for r in results],
+    })
+  return rows
+
+
+def noise_floor(rows: list[dict]) -> dict:
+  """The noise floor's standard deviations (stream, windows), from the LSTM's seeds."""
+  row = next((r for r in rows if (r['model'], r['size']) == (NOISE_MODEL, NOISE_SIZE)), None)
+  if row is None or row['n'] < 2:
+    return {}
+  return {'stream': row['val_stream_sd'], 'windows': row['val_windows_sd'], 'n': row['n']}
+
+
+def markdown_table(rows: list[dict], floor: dict) -> str:
+  lines = ['| model | size | params | FLOPs/char | chars/s | steps | train min | '
+           'val loss, stream (mean ± sd) | val loss, windows (mean ± sd) | best step | seeds | '
+           'vs best of its size |',
+           '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|']
+  for size in SIZES:
+    sized = [r for r in rows if r['size'] == size]
+    best = min((r['val_stream'] for r in sized if r['val_stream'] is not None), default=None)
+    for r in sized:
+      if r['val_stream'] is None or best is None:
+        verdict = '-'
+      elif r['val_stream'] == best:
+        verdict = 'best'
+      elif floor.get('stream') is not None:
+        gap = r['val_stream'] - best
+        verdict = (f'+{gap:.4f}: tie' if gap < TIE_SIGMAS * floor['stream']
+                   else f'+{gap:.4f}')
+      else:
+        verdict = f'+{r["val_stream"] - best:.4f}'
+      lines.append(
+          f'| {r["model"]} | {r["size"]} | {fmt_count(r["params"])} '
+          f'| {fmt_count(r["flops_per_char"])} '
+          f'| {fmt_count(r["chars_per_sec"])} | {fmt_count(r["steps"])} | '
+          f'{fmt_count(r["train_minutes"], 1)} | '
+          f'{_loss(r["val_stream"], r["val_stream_sd"], r["n"])} | '
+          f'{_loss(r["val_windows"], r["val_windows_sd"], r["n"])} | '
+          f'{", ".join(fmt_count(s) for s in r["best_steps"]) or "-"} | {r["seeds"]} | {verdict} |')
+  return '\n'.join(lines)
+
+
+def line_styles(runs: list[pathlib.Path]) -> dict:
+  """A colour per model and a line style per size, by run name (the entries' names)."""
+  styles = {}
+  for run in runs:
+    model, size = run.name.split('-')[:2]
+    color = f'C{MODELS.index(model)}' if model in MODELS else None
+    styles[run.name] = {'color': color, 'linestyle': '-' if size == '0.8M' else '--'}
+  return styles
+
+
+def pictures(runs: list[pathlib.Path], out: pathlib.Path) -> list[str]:
+  """compare.csv and the pictures (val loss against training minutes and FLOPs, loss by
+  position), drawn by seqlab.analysis.compare; returns table.md's lines for them."""
+  out.mkdir(parents=True, exist_ok=True)
+  names = run_curves.run_names(runs)
+  columns, rows = compare.table_rows(runs)
+  compare.write_csv(out / compare.CSV_FILENAME, columns, rows)
+  styles, protocol_of = line_styles(runs), run_curves.protocols(runs)
+  lines = []
+  for x, what in (('time', 'training minutes'), ('flops', 'training FLOPs')):
+    curves, missing = run_curves.axis_curves(runs, x)
+    if curves:
+      run_curves.plot_curves(out / run_curves.AXES[x][3], curves, names, x, protocol_of, styles)
+      lines += [f'![val loss against {what}]({run_curves.AXES[x][3]})', '']
+    if missing:
+      lines += [f'Not in the picture against {what} (no {run_curves.AXES[x][0]}): '
+                f'{", ".join(missing)}.', '']
+  by_position = run_curves.by_position_curves(runs)
+  if by_position:
+    run_curves.plot_by_position(out / run_curves.BY_POSITION_FILENAME, by_position, names, styles)
+    lines += [f'![val loss by position in a window]({run_curves.BY_POSITION_FILENAME})', '']
+  return lines + [f'Every run\'s numbers: [{compare.CSV_FILENAME}]({compare.CSV_FILENAME}).']
