@@ -256,7 +256,8 @@ def pick(args) -> int:
              for r in done]
     if len(set(rates)) > 2 and config['optim']['learning_rate'] in (min(rates), max(rates)):
       print(f'note: {model}: the best learning rate, {config["optim"]["learning_rate"]:g}, is '
-            'at the edge of the swept ones: widen sweep_config.LR_FACTORS and sweep again')
+            'at the edge of the swept ones: widen it by a factor of 2 that way '
+            '(sweep_config.WIDENED) and sweep again')
     hparams[model] = {
         'overrides': {'optim.learning_rate': config['optim']['learning_rate'],
                       'model.dropout': config['model']['dropout']},
