@@ -1,5 +1,7 @@
 """minGRU / minLSTM (seqlab.models.min_rnn): scans, carried state, causality, sampling path,
-a numpy reference of the paper's equations, config errors, and a short training."""
+a numpy reference of the paper's equations, config errors, and a short training; then the
+optional short convolution before the gates (conv_width > 0): the same checks with its
+carried buffer, a numpy reference of the whole model, resets, and conv_width = 0 unchanged."""
 
 import functools
 
@@ -10,6 +12,7 @@ import optax
 import pytest
 
 from conftest import random_params
+from seqlab import steps
 from seqlab.errors import SeqlabError
 from seqlab.models import min_rnn
 
@@ -212,6 +215,9 @@ def test_layer_matches_numpy_reference(cell, log_space):
     ({'dropout': 1.0}, 'model.dropout'),
     ({'dropout': -0.1}, 'model.dropout'),
     ({'log_space': 'yes'}, 'model.log_space'),
+    ({'conv_width': -1}, 'model.conv_width'),
+    ({'conv_width': 4.0}, 'model.conv_width'),
+    ({'conv_width': True}, 'model.conv_width'),
 ])
 def test_bad_config_is_one_line_error(fields, words):
   with pytest.raises(SeqlabError) as raised:
@@ -277,3 +283,179 @@ def test_adam_learns_repeating_text(cell, log_space, scan):
     params, opt_state, loss = step(params, opt_state)
     losses.append(float(loss))
   assert losses[0] > 2.0 and losses[-1] < 0.25 * losses[0], losses[::10]
+
+
+# (8) The short convolution (conv_width = K > 0): a causal depthwise conv of the normalised
+# block input, before the gates; the carry holds each layer's last K-1 conv inputs.
+CONV_CASES = [('mingru', True, 'associative'),  # configs/zoo.py:feng_mingru's form
+              pytest.param('minlstm', False, 'sequential', marks=pytest.mark.slow)]
+
+
+def _random_carry(config, batch, seed=1):
+  """A nonzero state the model can reach: conv inputs of any sign, h > 0."""
+  rng = np.random.default_rng(seed)
+  return tuple({'conv': jnp.asarray(rng.normal(size=c['conv'].shape), jnp.float32),
+                'h': jnp.asarray(np.abs(rng.normal(size=c['h'].shape)) + 0.1, jnp.float32)}
+               for c in min_rnn.init_carry(config, batch))
+
+
+def _assert_carry_close(carry, expected):
+  for got, want in zip(jax.tree.leaves(carry), jax.tree.leaves(expected)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('cell, log_space, scan', CONV_CASES)
+def test_conv_chunks_equal_one_sequence(cell, log_space, scan):
+  """Four chunks of 2 steps (< K-1: part of the conv buffer is older input), from a nonzero
+  carry."""
+  config = _config(cell, log_space, scan, conv_width=4)
+  params, tokens = {'params': _params(config)}, _tokens(3, 8)
+  apply, carry = _apply(config), _random_carry(config, 3)
+  whole, whole_carry = apply(params, tokens, carry)
+  outputs = []
+  for start in range(0, 8, 2):
+    logits, carry = apply(params, tokens[:, start:start + 2], carry)
+    outputs.append(logits)
+  np.testing.assert_allclose(jnp.concatenate(outputs, axis=1), whole, rtol=1e-5, atol=1e-5)
+  _assert_carry_close(carry, whole_carry)
+
+
+@pytest.mark.parametrize('cell, log_space, scan', CONV_CASES)
+def test_conv_causal(cell, log_space, scan):
+  config = _config(cell, log_space, scan, conv_width=4)
+  params, tokens = {'params': _params(config)}, _tokens(3, 8)
+  changed = tokens.at[:, 5].set((tokens[:, 5] + 1) % VOCAB)
+  carry = _random_carry(config, 3)
+  logits, _ = _apply(config)(params, tokens, carry)
+  logits_changed, _ = _apply(config)(params, changed, carry)
+  np.testing.assert_array_equal(logits_changed[:, :5], logits[:, :5])
+  assert np.all(np.abs(logits_changed[:, 5] - logits[:, 5]).max(axis=-1) > 1e-4)
+
+
+@pytest.mark.parametrize('cell, log_space, scan', CONV_CASES)
+def test_conv_step_by_step_equals_sequence(cell, log_space, scan):
+  config = _config(cell, log_space, scan, conv_width=4)
+  params, tokens = {'params': _params(config)}, _tokens(3, 8)
+  whole, whole_carry = _apply(config)(params, tokens, min_rnn.init_carry(config, 3))
+  carry, outputs = min_rnn.init_carry(config, 3), []
+  for t in range(tokens.shape[1]):
+    logits, carry = _apply(config)(params, tokens[:, t:t + 1], carry)
+    outputs.append(logits)
+  np.testing.assert_allclose(jnp.concatenate(outputs, axis=1), whole, rtol=1e-5, atol=1e-5)
+  _assert_carry_close(carry, whole_carry)
+
+
+def _rms_norm(x, scale):
+  return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + 1e-6) * scale
+
+
+def _gelu(x):  # flax's nn.gelu: the tanh approximation
+  return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
+
+
+def numpy_causal_conv(kernel_KxD, bias_D, u_TxBxD, state_BxKm1xD):
+  """y_t = b + sum_k w[k] u_{t-K+1+k}, u_{-K+1} .. u_{-1} from the state; (y, new state)."""
+  K, T = kernel_KxD.shape[0], u_TxBxD.shape[0]
+  full = np.concatenate([np.swapaxes(state_BxKm1xD, 0, 1), u_TxBxD])  # (K-1+T) x B x D
+  y = np.stack([bias_D + sum(kernel_KxD[k] * full[t + k] for k in range(K)) for t in range(T)])
+  return y, np.swapaxes(full[T:], 0, 1)
+
+
+def numpy_model(config, params, tokens_BxT, carry):
+  """The whole model, float64, written from the module docstring: embedding -> blocks
+  (x + OutProj(MinRNN(Conv(RMSNorm(x)))), x + MLP(RMSNorm(x))) -> RMSNorm -> decoder."""
+  p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+  x = p['embed']['embedding'][np.asarray(tokens_BxT).T]  # T x B x D
+  new_carry = []
+  for i in range(config.num_layers):
+    u = _rms_norm(x, p[f'rnn_norm_{i}']['scale'])
+    conv = p[f'conv_{i}']
+    u, conv_state = numpy_causal_conv(conv['kernel'], conv['bias'], u,
+                                      np.asarray(carry[i]['conv'], np.float64))
+    gates = p[f'rnn_{i}']['gates']
+    h_TxBxH, h = numpy_min_rnn(config.cell, config.log_space, gates['kernel'], gates['bias'], u,
+                               np.asarray(carry[i]['h'], np.float64))
+    new_carry.append({'conv': conv_state, 'h': h})
+    out = p[f'rnn_out_{i}']
+    x = x + h_TxBxH @ out['kernel'] + out['bias']
+    y = _rms_norm(x, p[f'mlp_norm_{i}']['scale']) @ p[f'mlp_in_{i}']['kernel'] + \
+        p[f'mlp_in_{i}']['bias']
+    x = x + _gelu(y) @ p[f'mlp_out_{i}']['kernel'] + p[f'mlp_out_{i}']['bias']
+  x = _rms_norm(x, p['final_norm']['scale'])
+  logits = x @ p['decoder']['kernel'] + p['decoder']['bias']
+  return np.swapaxes(logits, 0, 1), tuple(new_carry)
+
+
+@pytest.mark.parametrize('cell, log_space, scan', CONV_CASES)
+def test_conv_model_matches_numpy_reference(cell, log_space, scan):
+  config = _config(cell, log_space, scan, conv_width=4)
+  params, tokens = _params(config), _tokens(3, 8, seed=4)
+  carry = _random_carry(config, 3, seed=5)
+  logits, final = _apply(config)({'params': params}, tokens, carry)
+  ref_logits, ref_final = numpy_model(config, params, tokens, carry)
+  np.testing.assert_allclose(logits, ref_logits, rtol=1e-4, atol=1e-5)
+  for got, want in zip(jax.tree.leaves(final), jax.tree.leaves(ref_final)):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+  # The conv mixes time: its older taps change the output (it is not a pointwise map).
+  shifted = ({**carry[0], 'conv': carry[0]['conv'] + 1.0},) + carry[1:]
+  changed = _apply(config)({'params': params}, tokens, shifted)[0]
+  assert np.abs(changed[:, 0] - logits[:, 0]).max() > 1e-4
+
+
+@pytest.mark.slow  # compiles a training step
+def test_conv_reset_zeroes_the_conv_buffer():
+  """The train step's reset zeroes every carry leaf, the conv buffer included: from a carry
+  whose only nonzero part is the conv buffer, a reset step is the step from the zero state."""
+  config = _config('minlstm', False, 'sequential', conv_width=4, num_layers=1)  # compiles fast
+  model, params = min_rnn.MinRNNLM(config), _params(config)
+  inputs, targets = _tokens(3, 8), _tokens(3, 8, seed=1)
+  optimizer = optax.sgd(0.1)
+  train_step = jax.jit(steps.make_train_step(model, optimizer, lambda step: 0.1))
+  conv_only = tuple({'conv': c['conv'], 'h': jnp.zeros_like(c['h'])}
+                    for c in _random_carry(config, 3))
+  state = lambda carry: steps.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                                         opt_state=optimizer.init(params), carry=carry,
+                                         rng=jax.random.PRNGKey(0))
+  zero = state(min_rnn.init_carry(config, 3))
+  from_zero, zero_metrics = train_step(zero, inputs, targets, np.bool_(False))
+  reset, reset_metrics = train_step(state(conv_only), inputs, targets, np.bool_(True))
+  _, kept_metrics = train_step(state(conv_only), inputs, targets, np.bool_(False))
+  assert float(reset_metrics['loss']) == float(zero_metrics['loss'])
+  for got, want in zip(jax.tree.leaves((reset.params, reset.carry)),
+                       jax.tree.leaves((from_zero.params, from_zero.carry))):
+    np.testing.assert_array_equal(got, want)
+  assert abs(float(kept_metrics['loss']) - float(zero_metrics['loss'])) > 1e-5  # it mattered
+
+
+# The parameters of a model without the conv, as min_rnn.py made them before conv_width
+# existed (commit d340438, this test file's _config): a run saved then still loads.
+PARAMS_WITHOUT_CONV = {
+    'decoder': {'bias': (11,), 'kernel': (8, 11)}, 'embed': {'embedding': (11, 8)},
+    'final_norm': {'scale': (8,)},
+    **{f'mlp_in_{i}': {'bias': (16,), 'kernel': (8, 16)} for i in (0, 1)},
+    **{f'mlp_norm_{i}': {'scale': (8,)} for i in (0, 1)},
+    **{f'mlp_out_{i}': {'bias': (8,), 'kernel': (16, 8)} for i in (0, 1)},
+    **{f'rnn_{i}': {'gates': {'bias': (32,), 'kernel': (8, 32)}} for i in (0, 1)},
+    **{f'rnn_norm_{i}': {'scale': (8,)} for i in (0, 1)},
+    **{f'rnn_out_{i}': {'bias': (8,), 'kernel': (16, 8)} for i in (0, 1)},
+}
+
+
+def _param_shapes(config):
+  model = min_rnn.MinRNNLM(config)
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 1), jnp.int32),
+                          model.init_carry(1))['params']
+  return jax.tree.map(lambda s: tuple(s.shape), shapes)
+
+
+def test_conv_width_zero_is_the_model_without_conv():
+  plain = _config()
+  assert plain.conv_width == 0
+  assert _param_shapes(plain) == PARAMS_WITHOUT_CONV
+  carry = min_rnn.init_carry(plain, 3)  # a tuple of h arrays, as before
+  assert isinstance(carry, tuple) and [h.shape for h in carry] == [(3, 16)] * 2
+  with_conv = _config(conv_width=4)
+  assert _param_shapes(with_conv) == {
+      **PARAMS_WITHOUT_CONV, **{f'conv_{i}': {'bias': (8,), 'kernel': (4, 8)} for i in (0, 1)}}
+  assert jax.tree.map(jnp.shape, min_rnn.init_carry(with_conv, 3)) == (
+      {'conv': (3, 3, 8), 'h': (3, 16)},) * 2

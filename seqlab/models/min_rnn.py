@@ -4,9 +4,21 @@
 carried state, evaluation and one-symbol sampling share one code path.
 
 Model: embedding -> `num_layers` x block -> RMSNorm -> decoder, where a block is
-  x = x + Dropout(OutProj(MinRNN(RMSNorm(x))))     OutProj: hidden -> width (none if equal)
-  x = x + Dropout(MLP(RMSNorm(x)))                  MLP: width -> mlp_ratio*width, GELU -> width
+  x = x + Dropout(OutProj(MinRNN(Conv(RMSNorm(x)))))  OutProj: hidden -> width (none if equal)
+  x = x + Dropout(MLP(RMSNorm(x)))                    MLP: width -> mlp_ratio*width, GELU -> width
 (pre-norm residual; no MLP sub-block when mlp_ratio == 0; dropout also on the embedding).
+
+Conv (`conv_width` K; 0, the default: none, Conv is the identity and the parameters and carry
+are those of a model without the option): a causal depthwise convolution of width K over time,
+y_t = b + sum_k w[k] ⊙ u_{t-K+1+k} (per channel, width D), of the normalised block input u, whose
+output is what the min-RNN's one gate/candidate Dense reads. It is `mamba.CausalConv1D` (the
+same function as hawk.py's Conv1D; this one's initialiser is PyTorch's Conv1d default,
+uniform(±1/sqrt(K)) for kernel and bias, as a PyTorch model would have). Feng et al. (2024,
+appendix) describe their language-model block only as "Conv4 -> minRNN -> MLP" with residual
+connections, normalisation and a down-projection; this placement (inside the min-RNN's residual
+branch, after its RMSNorm, no activation and no residual or norm of its own) follows that order
+as far as the paper states it; the rest is our choice. The carry then holds each layer's last
+K-1 conv inputs (as Hawk and Mamba do), so chunks with the carry passed along are one sequence.
 
 The recurrence. Gates depend on the input only, so the layer is linear in its state:
   minGRU:  z = σ(k_z), h_t = (1 - z) ⊙ h_{t-1} + z ⊙ v                = a_t ⊙ h_{t-1} + b_t
@@ -25,8 +37,8 @@ numbers as f/(f+i) without a 0/0 when both gates underflow.
 
 `matmul_dtype='bfloat16'` (for GPU/TPU): every matmul (the gate Dense, OutProj, the MLP, the
 decoder) takes bf16 inputs and kernel and returns float32 (fp32 accumulation; a bias is added
-in fp32); the embedding, the norms, the gate arithmetic, the scan, the carry, the parameters
-and the logits stay float32 (`precision.py`, the zoo's one rule).
+in fp32); the embedding, the norms, the conv and its state, the gate arithmetic, the scan, the
+carry, the parameters and the logits stay float32 (`precision.py`, the zoo's one rule).
 """
 
 import dataclasses
@@ -39,6 +51,7 @@ import jax.numpy as jnp
 from seqlab.errors import SeqlabError
 from seqlab.models.precision import check_matmul_dtype, dense
 from seqlab.models.char_rnn import Dropout
+from seqlab.models.mamba import CausalConv1D
 
 CELLS = ('mingru', 'minlstm')
 SCANS = ('sequential', 'associative')
@@ -56,6 +69,7 @@ class MinRNNConfig:
   dropout: float = 0.0  # on the embedding and on each sub-block's output, before the residual add
   scan: str = 'associative'  # 'sequential' or 'associative': speed only
   log_space: bool = True  # the paper's log-space model (positive values via g), see above
+  conv_width: int = 0  # K of the causal depthwise conv before the gates; 0: no conv (see above)
   # 'bfloat16': bf16 matmul inputs, fp32 accumulation, scan, state, params and loss (GPU/TPU).
   matmul_dtype: str = 'float32'
 
@@ -64,10 +78,10 @@ class MinRNNConfig:
       raise SeqlabError(f'unknown model.cell {self.cell!r} for a min-RNN; use one of {list(CELLS)}')
     if self.scan not in SCANS:
       raise SeqlabError(f'model.scan must be one of {list(SCANS)}, got {self.scan!r}')
-    for name in ('vocab_size', 'num_layers', 'width'):
+    for name, least in (('vocab_size', 1), ('num_layers', 1), ('width', 1), ('conv_width', 0)):
       value = getattr(self, name)
-      if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise SeqlabError(f'model.{name} must be an integer >= 1, got {value!r}')
+      if not isinstance(value, int) or isinstance(value, bool) or value < least:
+        raise SeqlabError(f'model.{name} must be an integer >= {least}, got {value!r}')
     if not isinstance(self.log_space, bool):
       raise SeqlabError(f'model.log_space must be True or False, got {self.log_space!r}')
     hidden = self.expansion * self.width
@@ -93,9 +107,13 @@ class MinRNNConfig:
 
 
 def init_carry(config: MinRNNConfig, batch_size: int):
-  """The zero state: a tuple with one h (B x hidden, float32) per layer."""
-  return tuple(jnp.zeros((batch_size, config.hidden), jnp.float32)
-               for _ in range(config.num_layers))
+  """The zero state: a tuple with one h (B x hidden, float32) per layer; with a conv
+  (conv_width K > 0), one {'conv': B x (K-1) x width, 'h': B x hidden} per layer."""
+  h = lambda: jnp.zeros((batch_size, config.hidden), jnp.float32)
+  if not config.conv_width:
+    return tuple(h() for _ in range(config.num_layers))
+  return tuple({'conv': jnp.zeros((batch_size, config.conv_width - 1, config.width), jnp.float32),
+                'h': h()} for _ in range(config.num_layers))
 
 
 def log_g(x):
@@ -180,10 +198,16 @@ class MinRNNLM(nn.Module):
     x_TxBxD = drop(nn.Embed(cfg.vocab_size, cfg.width, name='embed')(tokens_BxT.T))
     new_carry = []
     for i in range(cfg.num_layers):
+      u_TxBxD = nn.RMSNorm(name=f'rnn_norm_{i}')(x_TxBxD)
+      if cfg.conv_width:
+        u_BxTxD, conv = CausalConv1D(cfg.conv_width, name=f'conv_{i}')(
+            jnp.swapaxes(u_TxBxD, 0, 1), carry[i]['conv'])
+        u_TxBxD, h_BxH = jnp.swapaxes(u_BxTxD, 0, 1), carry[i]['h']
+      else:
+        h_BxH = carry[i]
       h_TxBxH, h_BxH = MinRNNLayer(cfg.cell, cfg.hidden, cfg.scan, cfg.log_space,
-                                   cfg.matmul_dtype, name=f'rnn_{i}')(
-                                       nn.RMSNorm(name=f'rnn_norm_{i}')(x_TxBxD), carry[i])
-      new_carry.append(h_BxH)
+                                   cfg.matmul_dtype, name=f'rnn_{i}')(u_TxBxD, h_BxH)
+      new_carry.append({'conv': conv, 'h': h_BxH} if cfg.conv_width else h_BxH)
       self.sow('intermediates', f'h_{i}', h_TxBxH)  # seqlab.neurons: the state after each step
       if cfg.hidden != cfg.width:
         h_TxBxH = dense(cfg.width, cfg.matmul_dtype, name=f'rnn_out_{i}')(h_TxBxH)

@@ -142,7 +142,8 @@ def describe(config) -> str:
     return f'{config.num_layers}x{config.hidden_size} {config.cell}'
   if isinstance(config, min_rnn.MinRNNConfig):
     form = 'log-space' if config.log_space else 'plain'
-    return f'{config.num_layers}x{config.width} {config.cell} ({form}, state {config.hidden})'
+    conv = f', conv {config.conv_width}' if config.conv_width else ''
+    return f'{config.num_layers}x{config.width} {config.cell} ({form}, state {config.hidden}{conv})'
   if isinstance(config, hawk.HawkConfig):
     return f'{config.num_layers}x{config.width} hawk (RG-LRU {config.lru})'
   if isinstance(config, mamba.MambaConfig):
