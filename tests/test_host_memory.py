@@ -31,6 +31,7 @@ print(json.dumps({'applied': applied, 'faults_per_call': faults}))
 '''
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith('linux'), reason='glibc malloc only')
 def test_temporary_buffers_are_reused_instead_of_faulted_in_at_every_call():
   # glibc's defaults and the settings, side by side (~2 s each, mostly importing JAX).

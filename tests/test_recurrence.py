@@ -11,6 +11,10 @@ from seqlab.models import char_rnn as model_lib
 from seqlab.models import recurrence
 
 CELLS = ['rnn', 'gru', 'lstm']
+# Model-level cases of the cells other than the LSTM: the full suite (the cell-level tests above
+# cover every cell in the fast tier).
+MODEL_CELLS = [pytest.param('rnn', marks=pytest.mark.slow),
+               pytest.param('gru', marks=pytest.mark.slow), 'lstm']
 
 
 def _random(shape, seed, scale=0.5):
@@ -51,7 +55,7 @@ def test_fused_scan_gradients_equal_autodiff(cell):
   assert all(np.abs(g).sum() > 0 for g in jax.tree.leaves(fused))
 
 
-@pytest.mark.parametrize('cell', CELLS)
+@pytest.mark.parametrize('cell', MODEL_CELLS)
 @pytest.mark.parametrize('unroll', [1, 3])
 def test_model_loss_gradients_fused_equal_autodiff(cell, unroll):
   """The whole model (two layers, embedding, dropout off) and its carried state."""
@@ -70,7 +74,7 @@ def test_model_loss_gradients_fused_equal_autodiff(cell, unroll):
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), fused, ref)
 
 
-@pytest.mark.parametrize('cell', CELLS)
+@pytest.mark.parametrize('cell', MODEL_CELLS)
 def test_bfloat16_matmuls_stay_close_to_fp32_and_fused_equals_autodiff(cell):
   """bf16 matmul inputs: logits, loss and gradients near fp32's, all in fp32; fused ~ autodiff.
 

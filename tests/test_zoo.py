@@ -199,7 +199,8 @@ def test_each_model_splits_its_batch_over_devices(model, text_file, tmp_path):
   assert results[2]['val_loss'] == pytest.approx(results[1]['val_loss'], rel=1e-5)
 
 
-@pytest.mark.parametrize('model', [pytest.param('mingru', marks=pytest.mark.slow), 'hawk'])
+@pytest.mark.slow
+@pytest.mark.parametrize('model', ['mingru', 'hawk'])
 def test_recorded_states_are_the_carry_after_each_symbol(model):
   """What seqlab.neurons records at step t is the state the model carries after t+1 symbols."""
   config = registry.config_of(zoo.get_config(f'{model},smoke').model, 11)

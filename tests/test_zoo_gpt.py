@@ -224,6 +224,7 @@ def test_baby_gpt_parameter_count():
   assert f'{(total - 256 * 384) / 1e6:.2f}M' == '10.65M'
 
 
+@pytest.mark.slow
 def test_init_follows_nanogpt():
   config = gpt.GPTConfig(vocab_size=65, num_layers=2, num_heads=4, width=64, context=32,
                          bias=True)

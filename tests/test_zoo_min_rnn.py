@@ -251,9 +251,9 @@ def test_dropout_traced_rate():
 
 
 # (7) Behaviour: a few Adam steps on a repeating text lower the loss (from the real init).
+@pytest.mark.slow
 @pytest.mark.parametrize('cell, log_space, scan', [
-    ('minlstm', True, 'sequential'),
-    pytest.param('mingru', False, 'associative', marks=pytest.mark.slow)])
+    ('minlstm', True, 'sequential'), ('mingru', False, 'associative')])
 def test_adam_learns_repeating_text(cell, log_space, scan):
   text = 'the cat sat on the mat. ' * 20
   chars = sorted(set(text))
