@@ -208,3 +208,11 @@ def test_the_sweep_gets_a_third_of_the_budget_and_parallel_trials_a_core_each(tm
   assert '--config.train.num_steps=3000' in parallel and '--config.eval.every_steps=300' in parallel
   assert not any('parallel' in arg for arg in alone)
   assert [a for a in alone if 'num_steps' in a] == ['--config.train.num_steps=3000']
+
+
+def test_a_kept_runs_command_is_the_same_in_any_checkout():
+  """The command `run` records for an entry (and compares before resuming) names its workdir
+  relative to the repository, which may be cloned anywhere."""
+  inside = entries.launch_command('configs/zoo.py:gpt', entries.HERE / 'runs' / 'gpt-5M-s0', {})
+  assert inside[4:6] == ['--workdir', 'experiments/zoo/runs/gpt-5M-s0']
+  assert entries.launch_command('c', '/elsewhere/w', {})[4:6] == ['--workdir', '/elsewhere/w']

@@ -110,6 +110,11 @@ def _value(value) -> str:
 
 def launch_command(config: str, workdir: pathlib.Path, overrides: dict,
                    sweep: bool = False, fused: bool = False, parallel: int = 1) -> list[str]:
+  """launch.py's command line, run in ROOT; a workdir inside ROOT is given relative to it, so
+  that the command recorded for a kept run is the same in any checkout."""
+  workdir = pathlib.Path(workdir)
+  if workdir.is_absolute() and workdir.is_relative_to(ROOT):
+    workdir = workdir.relative_to(ROOT)
   return [sys.executable, 'launch.py', '--config', config, '--workdir', str(workdir),
           *(['--sweep'] if sweep else []), *(['--fused'] if fused else []),
           *([f'--parallel={parallel}'] if parallel > 1 else []),
