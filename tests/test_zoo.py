@@ -97,6 +97,20 @@ def test_a_run_does_not_resume_as_another_model(text_file, tmp_path):
               tmp_path / 'run')
 
 
+def test_a_model_field_added_later_resumes_at_its_default(tmp_path):
+  """A run saved before a field existed (its config.json lacks it) resumes when the config
+  leaves the field at its default, and is refused when the config changes it."""
+  from seqlab.run import directory as rundir
+  config = zoo.get_config('mingru').to_dict()
+  assert 'conv_width' not in config['model']  # as a min_rnn run saved before conv_width
+  (tmp_path / rundir.CONFIG_FILENAME).write_text(json.dumps(config))
+  config['model']['conv_width'] = 0  # the default, said explicitly
+  rundir.check_compatible(tmp_path, config)
+  config['model']['conv_width'] = 4
+  with pytest.raises(SeqlabError, match='holds a run with model.conv_width=0, but the config says 4'):
+    rundir.check_compatible(tmp_path, config)
+
+
 def test_adamw_decays_matrices_only_as_nanogpt_does():
   config = zoo.get_config('gpt').optim
   config.schedule, config.grad_clip = 'constant', 0.0

@@ -58,6 +58,12 @@ def name_of(model_config) -> str:
   return name
 
 
+def defaults(name: str) -> dict:
+  """{field: default} of a model's config fields (not vocab_size, which the data sets)."""
+  return {f.name: f.default for f in dataclasses.fields(FAMILIES[name].config_class)
+          if f.name != 'vocab_size' and f.default is not dataclasses.MISSING}
+
+
 def family_of(config) -> Family:
   """The family of a model dataclass (as `config_of` returns it)."""
   for family in FAMILIES.values():

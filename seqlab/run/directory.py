@@ -12,6 +12,7 @@ import re
 import tempfile
 
 from seqlab.errors import SeqlabError
+from seqlab.models import registry
 
 CONFIG_FILENAME = 'config.json'
 RESULTS_FILENAME = 'results.json'
@@ -56,12 +57,22 @@ def load_json(path: pathlib.Path) -> dict | None:
 
 
 def check_compatible(workdir: pathlib.Path, config_dict: dict) -> None:
-  """Raises if `workdir` holds a run whose parameter shapes differ from `config_dict`'s."""
+  """Raises if `workdir` holds a run whose parameter shapes differ from `config_dict`'s.
+
+  A model field missing from either side has its dataclass default: a run saved before a
+  field existed (e.g. min_rnn's conv_width) resumes under a config that sets the default.
+  """
   saved = load_json(pathlib.Path(workdir) / CONFIG_FILENAME)
   if saved is None:
     return
-  old_model = {'name': DEFAULT_MODEL, **saved.get('model', {})}
-  new_model = {'name': DEFAULT_MODEL, **config_dict['model']}
+
+  def with_defaults(model: dict) -> dict:
+    model = {'name': DEFAULT_MODEL, **model}
+    known = registry.defaults(model['name']) if model['name'] in registry.FAMILIES else {}
+    return {**known, **model}
+
+  old_model = with_defaults(saved.get('model', {}))
+  new_model = with_defaults(config_dict['model'])
   changed = [(group, field, saved.get(group, {}).get(field), config_dict[group].get(field))
              for group, field in SHAPE_FIELDS]
   changed += [('model', k, old_model.get(k), new_model.get(k))
