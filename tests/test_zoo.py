@@ -105,10 +105,10 @@ def test_a_model_field_added_later_resumes_at_its_default(tmp_path):
   assert 'conv_width' not in config['model']  # as a min_rnn run saved before conv_width
   (tmp_path / rundir.CONFIG_FILENAME).write_text(json.dumps(config))
   config['model']['conv_width'] = 0  # the default, said explicitly
-  rundir.check_compatible(tmp_path, config)
+  rundir.check_compatible(tmp_path, config, registry.defaults)
   config['model']['conv_width'] = 4
   with pytest.raises(SeqlabError, match='holds a run with model.conv_width=0, but the config says 4'):
-    rundir.check_compatible(tmp_path, config)
+    rundir.check_compatible(tmp_path, config, registry.defaults)
 
 
 def test_adamw_decays_matrices_only_as_nanogpt_does():

@@ -71,8 +71,8 @@ def _finished(runs_dir, name, stream, windows, best_step=900):
 def test_the_table_has_mean_and_spread_over_seeds_and_the_noise_floor(tmp_path):
   for seed, loss in enumerate((1.50, 1.52, 1.54)):
     _finished(tmp_path, f'lstm-0.8M-s{seed}', loss, loss + 0.1)
-  _finished(tmp_path, 'mingru-0.8M-s0', 1.52, 1.60)
-  _finished(tmp_path, 'mingru-0.8M-s1', 1.56, 1.64)
+  _finished(tmp_path, 'mingru-0.8M-s0', 1.52, 1.58)
+  _finished(tmp_path, 'mingru-0.8M-s1', 1.56, 1.62)
   _finished(tmp_path, 'gpt-0.8M-s0', 1.70, 1.70)
   rows = {r['key']: r for r in report.table_rows(tmp_path)}
   assert rows['lstm-0.8M']['val_stream'] == pytest.approx(1.52)
@@ -83,11 +83,12 @@ def test_the_table_has_mean_and_spread_over_seeds_and_the_noise_floor(tmp_path):
   assert floor['stream'] == pytest.approx(0.02) and floor['n'] == 3
   lines = {line.split(' | ')[0][2:] + '-' + line.split(' | ')[1]: line
            for line in report.markdown_table(list(rows.values()), floor).splitlines()[2:]}
-  assert '| 1.5200 ± 0.0200 | 1.6200 ± 0.0200 | 900, 900, 900 | 3/3 | best |' \
-      in lines['lstm-0.8M']
-  assert lines['mingru-0.8M'].endswith('| +0.0200: tie |')  # under 2 sd (0.04) of the floor
-  assert lines['gpt-0.8M'].endswith('| 1.7000 (1 seed) | 900 | 1/2 | +0.1800 |')
-  assert lines['hawk-0.8M'].endswith('| - | - | - | 0/2 | - |')
+  # A verdict per protocol, each against its own best and noise floor (2 sd = 0.04).
+  assert lines['lstm-0.8M'].endswith(
+      '| 1.5200 ± 0.0200 | 1.6200 ± 0.0200 | 900, 900, 900 | 3/3 | best | +0.0200: tie |')
+  assert lines['mingru-0.8M'].endswith('| +0.0200: tie | best |')
+  assert lines['gpt-0.8M'].endswith('| 1.7000 (1 seed) | 900 | 1/2 | +0.1800 | +0.1000 |')
+  assert lines['hawk-0.8M'].endswith('| - | - | - | 0/2 | - | - |')
 
 
 def test_the_study_imports_no_jax():
@@ -108,6 +109,7 @@ def test_the_pictures_come_from_compare_with_a_colour_per_model(tmp_path):
     with tensorboardX.SummaryWriter(str(run)) as writer:
       for step in (10, 20):
         writer.add_scalar('val/loss', 2.0 / step, step)
+        writer.add_scalar('val/loss_windows', 2.5 / step, step)
         if name != 'gpt-0.8M-s0':  # as a run made before the tag existed
           writer.add_scalar('val/train_seconds', 3.0 * step, step)
           writer.add_scalar('val/train_flops', 1e6 * step, step)
@@ -116,11 +118,16 @@ def test_the_pictures_come_from_compare_with_a_colour_per_model(tmp_path):
       'lstm-0.8M-s0': {'color': 'C0', 'linestyle': '-'},
       'gpt-5M-s0': {'color': 'C5', 'linestyle': '--'},
       'gpt-0.8M-s0': {'color': 'C5', 'linestyle': '-'}}
-  lines = report.pictures(runs, tmp_path / 'out')
-  assert '![val loss against training minutes](compare_val_loss_time.png)' in lines
+  lines = report.pictures(runs, tmp_path / 'out', window=256)
+  assert '![val loss (stream) against training minutes](compare_val_loss_time.png)' in lines
+  assert '![val loss (windows) against training FLOPs](compare_val_loss_flops_windows.png)' \
+      in lines
   assert 'Not in the picture against training FLOPs (no val/train_flops): gpt-0.8M-s0.' in lines
-  for name in ('compare.csv', 'compare_val_loss_time.png', 'compare_val_loss_flops.png'):
+  for name in ('compare.csv', 'compare_val_loss_time.png', 'compare_val_loss_flops.png',
+               'compare_val_loss_time_windows.png', 'compare_val_loss_flops_windows.png'):
     assert (tmp_path / 'out' / name).exists()
+  windows, _ = report.run_curves.axis_curves(runs, 'time', report.WINDOWS_TAG)
+  assert windows['lstm-0.8M-s0'] == [(0.5, pytest.approx(0.25)), (1.0, pytest.approx(0.125))]
   assert not (tmp_path / 'out' / 'compare_by_position.png').exists()  # no run has the data
 
 
@@ -167,7 +174,7 @@ def test_run_starts_an_entry_anew_where_its_checkpoints_were_not_kept(tmp_path, 
 
   monkeypatch.setattr(study, 'run_logged', fake_run_logged)
   assert study.main(['run', '--only', 'hawk-0.8M', '--budget_file', str(budget),
-                     '--hparams_file', str(tmp_path / 'none.json'),
+                     '--hparams_file', str(tmp_path / 'none.json'), '--unswept',
                      '--runs_dir', str(runs_dir)]) == 0
   assert launched == [(str(stale), None)]  # s0 emptied before its launch; s1 skipped
   assert json.loads((runs_dir / 'hawk-0.8M-s0.json').read_text())['steps'] == 1800
@@ -216,3 +223,69 @@ def test_a_kept_runs_command_is_the_same_in_any_checkout():
   inside = entries.launch_command('configs/zoo.py:gpt', entries.HERE / 'runs' / 'gpt-5M-s0', {})
   assert inside[4:6] == ['--workdir', 'experiments/zoo/runs/gpt-5M-s0']
   assert entries.launch_command('c', '/elsewhere/w', {})[4:6] == ['--workdir', '/elsewhere/w']
+
+
+def test_short_runs_warm_up_for_a_tenth_of_their_steps_and_evaluate_ten_times():
+  # Long enough: the variant's 200 warmup steps, and no override (the command is unchanged).
+  assert entries.warmup_overrides('lstm', 2907) == {}
+  assert entries.warmup_overrides('mamba', 497) == {'optim.warmup_steps': 49}
+  mamba_5m = entries.run_overrides(entries.Entry('mamba', '5M', 0), 328, {}, smoke=False)
+  assert mamba_5m['optim.warmup_steps'] == 32
+  lstm = entries.run_overrides(entries.Entry('lstm', '0.8M', 0), 8721, {}, smoke=False)
+  assert 'optim.warmup_steps' not in lstm
+  # Ten evaluations, the last at the final step, not an eleventh a step before it.
+  assert lstm['eval.every_steps'] == 873 and 8721 // 873 == 9
+  assert entries.eval_every(2000) == 200 and entries.eval_every(5) == 1
+
+
+def _sweep(sweep_dir, trials):
+  """A finished-looking sweep: {trial: (learning rate, dropout, final val loss or None)}."""
+  status = {}
+  for name, (lr, dropout, loss) in trials.items():
+    (sweep_dir / name).mkdir(parents=True)
+    (sweep_dir / name / 'config.json').write_text(json.dumps({
+        'optim': {'learning_rate': lr}, 'model': {'dropout': dropout},
+        'train': {'num_steps': 300}}))
+    if loss is not None:
+      (sweep_dir / name / 'results.json').write_text(json.dumps({
+          'val_loss': loss, 'best_val_loss': loss, 'eval_protocol': 'stream'}))
+    status[name] = {'status': 'done' if loss is not None else 'interrupted'}
+  (sweep_dir / 'sweep.json').write_text(json.dumps({'trials': status}))
+
+
+def test_pick_refuses_an_unfinished_sweep_and_a_best_at_the_edge(tmp_path):
+  runs = tmp_path / 'runs'
+  _sweep(runs / 'sweeps' / 'hawk', {'a': (0.001, 0.0, 1.60), 'b': (0.002, 0.0, 1.55),
+                                    'c': (0.004, 0.0, None)})
+  _sweep(runs / 'sweeps' / 'gpt', {'a': (0.001, 0.0, 1.60), 'b': (0.002, 0.0, 1.57),
+                                   'c': (0.004, 0.0, 1.55)})
+  _sweep(runs / 'sweeps' / 'mingru', {'a': (0.001, 0.1, 1.60), 'b': (0.002, 0.1, 1.52),
+                                      'c': (0.004, 0.1, 1.58)})
+  hparams = tmp_path / 'hparams.json'
+  common = ['--runs_dir', str(runs), '--hparams_file', str(hparams)]
+  assert study.main(['pick', '--only', 'hawk,gpt,mingru', *common]) == 0
+  picked = json.loads(hparams.read_text())
+  assert list(picked) == ['mingru']  # hawk: a trial left; gpt: best at the largest rate
+  assert picked['mingru']['overrides'] == {'optim.learning_rate': 0.002, 'model.dropout': 0.1}
+  assert study.main(['pick', '--only', 'hawk', '--partial', *common]) == 0
+  assert json.loads(hparams.read_text())['hawk']['trial'] == 'b'
+
+
+def test_run_refuses_models_without_swept_hparams_or_with_a_stale_speed(tmp_path, monkeypatch,
+                                                                       capsys):
+  budget = tmp_path / 'budget.json'
+  budget.write_text(json.dumps({'budget_seconds': 900, 'smoke': False, 'entries': {
+      'hawk-0.8M': {'seconds_per_step': 0.5, 'steps': 1800, 'overrides': {}}}}))
+  launched = []
+  monkeypatch.setattr(study, 'run_logged', lambda command, log: launched.append(command) or 0)
+  hparams = tmp_path / 'hparams.json'
+  common = ['run', '--only', 'hawk-0.8M', '--budget_file', str(budget), '--hparams_file',
+            str(hparams), '--runs_dir', str(tmp_path / 'runs')]
+  with pytest.raises(SystemExit, match='no swept hyperparameters for hawk'):
+    study.main(common)
+  # Swept dropout 0.1, but the speed was measured at the variant's 0: the budget is stale.
+  hparams.write_text(json.dumps({'hawk': {'overrides': {'optim.learning_rate': 0.002,
+                                                        'model.dropout': 0.1}}}))
+  assert study.main(common) == 1
+  assert 'measured with dropout 0, its run has 0.1' in capsys.readouterr().out
+  assert not launched

@@ -6,7 +6,9 @@ experiments/zoo/report.py tabulates them.
 """
 
 import dataclasses
+import functools
 import json
+import math
 import pathlib
 import sys
 
@@ -29,6 +31,7 @@ SMOKE_EVAL_WINDOW = 32  # the smoke GPT's context
 # step, the 2,048 of the other models' 32 x 64.
 GPT_WINDOWS = {'model.context': 256, 'data.seq_len': 256, 'data.batch_size': 8}
 EVALS_PER_RUN = 10  # val evaluations (and checkpoints) per run: the curves' points
+WARMUP_SHARE = 0.1  # a run's warmup is at most this share of its steps (short runs: below 200)
 SPEED_STEPS = 150  # steps of a speed measurement
 NOISE_MODEL, NOISE_SIZE = 'lstm', '0.8M'  # the noise floor: three seeds
 TIE_SIGMAS = 2.0  # differences under this many noise-floor standard deviations are ties
@@ -121,6 +124,28 @@ def launch_command(config: str, workdir: pathlib.Path, overrides: dict,
           *(f'--config.{key}={_value(value)}' for key, value in overrides.items())]
 
 
+@functools.lru_cache(maxsize=None)
+def variant_value(model: str, group: str, field: str, smoke: bool = False):
+  """A field of the configs/zoo.py variant (ml_collections only: no JAX)."""
+  from configs import zoo  # pylint: disable=g-import-not-at-top
+  return zoo.get_config(model + (',smoke' if smoke else ''))[group][field]
+
+
+def warmup_overrides(model: str, steps: int, smoke: bool = False) -> dict:
+  """optim.warmup_steps, where the variant's (200) is over WARMUP_SHARE of `steps`: Mamba's
+  sweep trials (497 steps) and 5M run (328) would otherwise spend 40-60% of their steps
+  warming up. {} for runs long enough (their commands stay as they were)."""
+  warmup = variant_value(model, 'optim', 'warmup_steps', smoke)
+  short = max(1, int(steps * WARMUP_SHARE))
+  return {'optim.warmup_steps': short} if short < warmup else {}
+
+
+def eval_every(steps: int) -> int:
+  """eval.every_steps (and checkpoints) of a run: EVALS_PER_RUN evaluations, the last at the
+  final step (steps // 10 would add an eleventh a few steps before the end)."""
+  return max(1, math.ceil(steps / EVALS_PER_RUN))
+
+
 def window_overrides(model: str, smoke: bool) -> dict:
   """eval.window for every model; the GPT's context and batches to match (not in smoke runs)."""
   if smoke:
@@ -130,9 +155,10 @@ def window_overrides(model: str, smoke: bool) -> dict:
 
 def run_overrides(entry: Entry, steps: int, hparams: dict, smoke: bool) -> dict:
   """Everything an entry's run sets on top of its configs/zoo.py variant."""
-  every = max(1, steps // EVALS_PER_RUN)
+  every = eval_every(steps)
   return {**size_overrides(entry.model, entry.size, smoke),
           **window_overrides(entry.model, smoke),
           **hparams.get(entry.model, {}).get('overrides', {}),
+          **warmup_overrides(entry.model, steps, smoke),
           'seed': entry.seed, 'train.num_steps': steps,
           'eval.every_steps': every, 'log.checkpoint_every_steps': every}

@@ -16,6 +16,8 @@ from seqlab.analysis import compare
 from seqlab.analysis import curves as run_curves
 from seqlab.run import directory as rundir
 
+WINDOWS_TAG = 'val/loss_windows'  # the windows protocol's val loss, logged by every run
+
 
 def _mean_sd(values: list[float]) -> tuple[float | None, float | None]:
   values = [v for v in values if v is not None]
@@ -70,25 +72,29 @@ def noise_floor(rows: list[dict]) -> dict:
   return {'stream': row['val_stream_sd'], 'windows': row['val_windows_sd'], 'n': row['n']}
 
 
+def _verdict(value, best, sd) -> str:
+  """Gap to the best of the size; a tie when under TIE_SIGMAS noise-floor sds."""
+  if value is None or best is None:
+    return '-'
+  if value == best:
+    return 'best'
+  gap = value - best
+  return f'+{gap:.4f}' + (': tie' if sd is not None and gap < TIE_SIGMAS * sd else '')
+
+
 def markdown_table(rows: list[dict], floor: dict) -> str:
+  """The study's table; each protocol has its own 'vs best' column (the GPT's stream is
+  sliding windows, not carried state: only the windows column measures every model alike)."""
   lines = ['| model | size | params | FLOPs/char | chars/s | steps | train min | '
            'val loss, stream (mean ± sd) | val loss, windows (mean ± sd) | best step | seeds | '
-           'vs best of its size |',
-           '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|']
+           'vs best, stream | vs best, windows |',
+           '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|']
   for size in SIZES:
     sized = [r for r in rows if r['size'] == size]
-    best = min((r['val_stream'] for r in sized if r['val_stream'] is not None), default=None)
+    best = {p: min((r[f'val_{p}'] for r in sized if r[f'val_{p}'] is not None), default=None)
+            for p in ('stream', 'windows')}
     for r in sized:
-      if r['val_stream'] is None or best is None:
-        verdict = '-'
-      elif r['val_stream'] == best:
-        verdict = 'best'
-      elif floor.get('stream') is not None:
-        gap = r['val_stream'] - best
-        verdict = (f'+{gap:.4f}: tie' if gap < TIE_SIGMAS * floor['stream']
-                   else f'+{gap:.4f}')
-      else:
-        verdict = f'+{r["val_stream"] - best:.4f}'
+      verdicts = [_verdict(r[f'val_{p}'], best[p], floor.get(p)) for p in ('stream', 'windows')]
       lines.append(
           f'| {r["model"]} | {r["size"]} | {fmt_count(r["params"])} '
           f'| {fmt_count(r["flops_per_char"])} '
@@ -96,7 +102,8 @@ def markdown_table(rows: list[dict], floor: dict) -> str:
           f'{fmt_count(r["train_minutes"], 1)} | '
           f'{_loss(r["val_stream"], r["val_stream_sd"], r["n"])} | '
           f'{_loss(r["val_windows"], r["val_windows_sd"], r["n"])} | '
-          f'{", ".join(fmt_count(s) for s in r["best_steps"]) or "-"} | {r["seeds"]} | {verdict} |')
+          f'{", ".join(fmt_count(s) for s in r["best_steps"]) or "-"} | {r["seeds"]} | '
+          f'{verdicts[0]} | {verdicts[1]} |')
   return '\n'.join(lines)
 
 
@@ -110,9 +117,9 @@ def line_styles(runs: list[pathlib.Path]) -> dict:
   return styles
 
 
-def pictures(runs: list[pathlib.Path], out: pathlib.Path) -> list[str]:
-  """compare.csv and the pictures (val loss against training minutes and FLOPs, loss by
-  position), drawn by seqlab.analysis.compare; returns table.md's lines for them."""
+def pictures(runs: list[pathlib.Path], out: pathlib.Path, window: int) -> list[str]:
+  """compare.csv and the pictures (val loss under each protocol against training minutes and
+  FLOPs, loss by position), drawn by seqlab.analysis.compare; returns table.md's lines."""
   out.mkdir(parents=True, exist_ok=True)
   names = run_curves.run_names(runs)
   columns, rows = compare.table_rows(runs)
@@ -120,13 +127,17 @@ def pictures(runs: list[pathlib.Path], out: pathlib.Path) -> list[str]:
   styles, protocol_of = line_styles(runs), run_curves.protocols(runs)
   lines = []
   for x, what in (('time', 'training minutes'), ('flops', 'training FLOPs')):
-    curves, missing = run_curves.axis_curves(runs, x)
-    if curves:
-      run_curves.plot_curves(out / run_curves.AXES[x][3], curves, names, x, protocol_of, styles)
-      lines += [f'![val loss against {what}]({run_curves.AXES[x][3]})', '']
-    if missing:
-      lines += [f'Not in the picture against {what} (no {run_curves.AXES[x][0]}): '
-                f'{", ".join(missing)}.', '']
+    for tag, suffix in ((run_curves.VAL_TAG, ''), (WINDOWS_TAG, '_windows')):
+      curves, missing = run_curves.axis_curves(runs, x, tag)
+      png = run_curves.AXES[x][3].replace('.png', f'{suffix}.png')
+      if curves:
+        title = (None if tag == run_curves.VAL_TAG else
+                 f'{WINDOWS_TAG}: windows of {window}, each from the zero state (every model)')
+        run_curves.plot_curves(out / png, curves, names, x, protocol_of, styles, title)
+        lines += [f'![val loss ({"windows" if suffix else "stream"}) against {what}]({png})', '']
+      if missing and not suffix:
+        lines += [f'Not in the picture against {what} (no {run_curves.AXES[x][0]}): '
+                  f'{", ".join(missing)}.', '']
   by_position = run_curves.by_position_curves(runs)
   if by_position:
     run_curves.plot_by_position(out / run_curves.BY_POSITION_FILENAME, by_position, names, styles)

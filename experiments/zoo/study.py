@@ -217,8 +217,9 @@ def sweep(args) -> int:
         if args.parallel > 1 else {}
     command = plan.launch_command(config, runs_dir / 'sweeps' / model, {
         'train.num_steps': steps, 'eval.every_steps': every, 'log.checkpoint_every_steps': every,
-        **plan.window_overrides(model, args.smoke), **devices}, sweep=True, fused=args.fused,
-        parallel=args.parallel)
+        **plan.window_overrides(model, args.smoke),
+        **plan.warmup_overrides(model, steps, args.smoke), **devices}, sweep=True,
+        fused=args.fused, parallel=args.parallel)
     print(f'== sweep of {model} at 0.8M: {steps} steps per trial', flush=True)
     status = run_logged(command, runs_dir / 'sweeps' / f'{model}.log')
     if status in INTERRUPTED:
@@ -245,19 +246,22 @@ def pick(args) -> int:
     done = [r for r in rows if r['status'] == 'done' and r['val_loss'] is not None
             and math.isfinite(r['val_loss'])]
     planned = max(len(rows), len(plan.load(sweep_dir / 'sweep.json').get('trials', {})))
-    if len(done) < planned:
-      print(f'note: {model}: {planned - len(done)} of {planned} trials not done; picking '
-            'from the others')
+    if len(done) < planned and not args.partial:
+      print(f'note: {model}: {planned - len(done)} of {planned} trials not done: not picked '
+            '(finish its sweep, or give --partial)')
+      continue
     if not done:
       continue
     best = min(done, key=lambda r: r['val_loss'])
     config = plan.load(sweep_dir / best['trial'] / rundir.CONFIG_FILENAME)
     rates = [plan.load(sweep_dir / r['trial'] / rundir.CONFIG_FILENAME)['optim']['learning_rate']
              for r in done]
-    if len(set(rates)) > 2 and config['optim']['learning_rate'] in (min(rates), max(rates)):
+    if len(set(rates)) > 2 and config['optim']['learning_rate'] in (min(rates), max(rates)) \
+        and not args.partial:
       print(f'note: {model}: the best learning rate, {config["optim"]["learning_rate"]:g}, is '
-            'at the edge of the swept ones: widen it by a factor of 2 that way '
+            'at the edge of the swept ones: not picked; widen it by a factor of 2 that way '
             '(sweep_config.WIDENED) and sweep again')
+      continue
     hparams[model] = {
         'overrides': {'optim.learning_rate': config['optim']['learning_rate'],
                       'model.dropout': config['model']['dropout']},
@@ -283,15 +287,21 @@ def run(args) -> int:
   _check_smoke(budget, args.smoke, budget_file)
   hparams = plan.load(pathlib.Path(args.hparams_file))
   runs_dir = _runs_dir(args)
-  missing = sorted({e.model for e in plan.ENTRIES} - set(hparams))
-  if missing:
-    print(f'note: no swept hyperparameters for {", ".join(missing)} in {args.hparams_file}: '
-          'those run with configs/zoo.py\'s (run `sweep` and `pick` first for the study)',
-          flush=True)
+  selected = plan.select(args.only)
+  missing = sorted({e.model for e in selected} - set(hparams))
+  if missing and not (args.unswept or args.smoke):
+    raise SystemExit(f'error: no swept hyperparameters for {", ".join(missing)} in '
+                     f'{args.hparams_file}: run `sweep` and `pick` first (or give --unswept to '
+                     'train with configs/zoo.py\'s, which is not the study)')
   failed = []
-  for entry in plan.select(args.only):
+  for entry in selected:
     found = _budget_entry(budget, entry.key, budget_file)
     if found is None:
+      failed.append(entry.name)
+      continue
+    if (why := _budget_is_stale(entry, found, hparams, args.smoke)):
+      print(f'error: {entry.name}: {why}; re-measure it: `python -m experiments.zoo.study speed '
+            f'--only {entry.key}`', flush=True)
       failed.append(entry.name)
       continue
     steps = planned_steps(found, args.budget_scale)
@@ -344,6 +354,17 @@ def run(args) -> int:
   if failed:
     print(f'not finished: {", ".join(failed)}')
   return 1 if failed else 0
+
+
+def _budget_is_stale(entry, found: dict, hparams: dict, smoke: bool) -> str | None:
+  """Why the speed measurement no longer times the entry's run (its dropout, whose random
+  masks cost time, differs from the swept one), or None."""
+  variant = plan.variant_value(entry.model, 'model', 'dropout', smoke)
+  measured = found.get('overrides', {}).get('model.dropout', variant)
+  picked = hparams.get(entry.model, {}).get('overrides', {}).get('model.dropout', variant)
+  if measured != picked:
+    return f'its speed was measured with dropout {measured:g}, its run has {picked:g}'
+  return None
 
 
 def status(args) -> int:
@@ -424,7 +445,7 @@ def table(args) -> int:
   else:
     text.append('Noise floor: not measured yet (needs 2 or more finished LSTM 0.8M seeds).')
   if runs:
-    text += [''] + report.pictures(runs, out)
+    text += [''] + report.pictures(runs, out, window)
   (out / 'table.md').write_text('\n'.join(text) + '\n', encoding='utf-8')
   print('\n'.join(text))
   print(f'\nwrote {out / "table.md"}')
@@ -468,8 +489,12 @@ def parser() -> argparse.ArgumentParser:
       'CPU, 2 LSTM trials on a core each ran at 11k chars/s each, one on 2 devices at 20-22k: '
       'the same work, but one trial\'s compilation and evaluations overlap the other\'s '
       'training'))
-  add('pick', pick, 'each model\'s best sweep trial -> hparams.json')
-  add('run', run, 'train the entries (resumable)')
+  p = add('pick', pick, 'each model\'s best sweep trial -> hparams.json')
+  p.add_argument('--partial', action='store_true', help='pick from an unfinished sweep, or '
+                 'one whose best learning rate is at the edge of those swept')
+  p = add('run', run, 'train the entries (resumable)')
+  p.add_argument('--unswept', action='store_true', help='run models that have no swept '
+                 'hyperparameters in hparams.json with their configs/zoo.py variant\'s')
   add('status', status, 'list the entries, their budgets and state')
   p = add('table', table, 'table.md and the pictures from the finished runs')
   p.add_argument('--out', default=str(plan.HERE), help='where table.md and the pictures go')

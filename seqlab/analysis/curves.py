@@ -84,9 +84,11 @@ def read_scalars(run: pathlib.Path, tags=None) -> dict[str, list[tuple[int, floa
           for tag in events.Tags()['scalars'] if tags is None or tag in tags}
 
 
-def axis_curves(paths, x: str = 'step') -> tuple[dict[str, list[tuple[float, float]]], list[str]]:
-  """Each run's val/loss curve against axis `x` (an `AXES` key): ({name: [(x, loss)]}, the
-  names of runs left out because they lack the axis's tag).
+def axis_curves(paths, x: str = 'step', val_tag: str = VAL_TAG
+                ) -> tuple[dict[str, list[tuple[float, float]]], list[str]]:
+  """Each run's val/loss curve (or `val_tag`'s, e.g. val/loss_windows) against axis `x` (an
+  `AXES` key): ({name: [(x, loss)]}, the names of runs left out because they lack the axis's
+  tag).
 
   `time` is minutes of training (`val/train_seconds` / 60) and `flops` training FLOPs
   (`val/train_flops`), each matched to val/loss by step; a val loss at a step without that
@@ -99,16 +101,16 @@ def axis_curves(paths, x: str = 'step') -> tuple[dict[str, list[tuple[float, flo
   runs = collect(paths)
   curves, missing = {}, []
   for run, name in zip(runs, run_names(runs)):
-    scalars = read_scalars(run, {VAL_TAG, tag})
-    if VAL_TAG not in scalars:
+    scalars = read_scalars(run, {val_tag, tag})
+    if val_tag not in scalars:
       continue
     if tag is None:
-      curves[name] = [(float(step), loss) for step, loss in scalars[VAL_TAG]]
+      curves[name] = [(float(step), loss) for step, loss in scalars[val_tag]]
     elif tag not in scalars:
       missing.append(name)
     else:
       at = dict(scalars[tag])
-      curves[name] = [(at[step] * scale, loss) for step, loss in scalars[VAL_TAG] if step in at]
+      curves[name] = [(at[step] * scale, loss) for step, loss in scalars[val_tag] if step in at]
   return curves, missing
 
 
@@ -152,12 +154,17 @@ def _style(i: int, name: str, styles: dict | None) -> dict:
 
 
 def plot_curves(path: pathlib.Path, curves: dict, order: list[str], x: str = 'step',
-                protocol_of: dict | None = None, styles: dict | None = None) -> None:
+                protocol_of: dict | None = None, styles: dict | None = None,
+                title: str | None = None) -> None:
   """The val-loss picture: one curve per run of `curves` (`axis_curves`), in `order`;
-  `styles`: matplotlib line options by run name (e.g. a colour per model)."""
+  `styles`: matplotlib line options by run name (e.g. a colour per model); `title`: the
+  curves' protocol where they are not each run's val/loss."""
   plt = _pyplot()
   names = [n for n in order if n in curves]
-  title, label_protocol = picture_title(protocol_of or {}, names)
+  if title is None:
+    title, label_protocol = picture_title(protocol_of or {}, names)
+  else:
+    label_protocol = False
   fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
   for i, name in enumerate(names):
     xs, losses = zip(*curves[name]) if curves[name] else ((), ())

@@ -59,7 +59,10 @@ def name_of(model_config) -> str:
 
 
 def defaults(name: str) -> dict:
-  """{field: default} of a model's config fields (not vocab_size, which the data sets)."""
+  """{field: default} of a model's config fields (not vocab_size, which the data sets); {}
+  for an unknown name (the config check reports it)."""
+  if name not in FAMILIES:
+    return {}
   return {f.name: f.default for f in dataclasses.fields(FAMILIES[name].config_class)
           if f.name != 'vocab_size' and f.default is not dataclasses.MISSING}
 

@@ -12,7 +12,6 @@ import re
 import tempfile
 
 from seqlab.errors import SeqlabError
-from seqlab.models import registry
 
 CONFIG_FILENAME = 'config.json'
 RESULTS_FILENAME = 'results.json'
@@ -56,11 +55,12 @@ def load_json(path: pathlib.Path) -> dict | None:
   return json.loads(path.read_text(encoding='utf-8')) if path.exists() else None
 
 
-def check_compatible(workdir: pathlib.Path, config_dict: dict) -> None:
+def check_compatible(workdir: pathlib.Path, config_dict: dict, model_defaults=None) -> None:
   """Raises if `workdir` holds a run whose parameter shapes differ from `config_dict`'s.
 
-  A model field missing from either side has its dataclass default: a run saved before a
-  field existed (e.g. min_rnn's conv_width) resumes under a config that sets the default.
+  `model_defaults(name) -> {field: default}` (`registry.defaults`) fills a model field
+  missing from either side: a run saved before a field existed (e.g. min_rnn's conv_width)
+  resumes under a config that states its default.
   """
   saved = load_json(pathlib.Path(workdir) / CONFIG_FILENAME)
   if saved is None:
@@ -68,7 +68,7 @@ def check_compatible(workdir: pathlib.Path, config_dict: dict) -> None:
 
   def with_defaults(model: dict) -> dict:
     model = {'name': DEFAULT_MODEL, **model}
-    known = registry.defaults(model['name']) if model['name'] in registry.FAMILIES else {}
+    known = model_defaults(model['name']) if model_defaults else {}
     return {**known, **model}
 
   old_model = with_defaults(saved.get('model', {}))
