@@ -289,3 +289,36 @@ def test_run_refuses_models_without_swept_hparams_or_with_a_stale_speed(tmp_path
   assert study.main(common) == 1
   assert 'measured with dropout 0, its run has 0.1' in capsys.readouterr().out
   assert not launched
+
+
+def test_the_stretch_extras_are_outside_the_plan_until_named():
+  assert all(not e.recipe for e in entries.select(None)) and len(entries.select(None)) == 19
+  assert [e.name for e in entries.select('lstm')] == ['lstm-0.8M-s0', 'lstm-0.8M-s1',
+                                                      'lstm-0.8M-s2', 'lstm-5M-s0']
+  assert [e.name for e in entries.select('windows')] == ['lstm-0.8M-windows-s0',
+                                                         'mingru-0.8M-windows-s0']
+  extra = entries.select('lstm-0.8M-windows')[0]
+  overrides = entries.run_overrides(extra, 9000, {'lstm': {'overrides': {
+      'optim.learning_rate': 0.01}}}, smoke=False)
+  assert (overrides['data.batching'], overrides['data.seq_len'], overrides['data.batch_size'],
+          overrides['optim.learning_rate'], overrides['eval.window']) == ('windows', 256, 8,
+                                                                          0.01, 256)
+
+
+def test_the_table_puts_the_extras_apart_judged_against_the_plan(tmp_path):
+  for seed, loss in enumerate((1.50, 1.52, 1.54)):
+    _finished(tmp_path / 'runs', f'lstm-0.8M-s{seed}', loss, loss + 0.1)
+  _finished(tmp_path / 'runs', 'lstm-0.8M-windows-s0', 1.53, 1.58)
+  from configs import shakespeare  # pylint: disable=g-import-not-at-top
+  for run in (tmp_path / 'runs').iterdir():
+    (run / 'config.json').write_text(shakespeare.get_config('smoke').to_json_best_effort())
+  budget = tmp_path / 'budget.json'
+  budget.write_text(json.dumps({'budget_seconds': 900, 'smoke': False, 'entries': {}}))
+  assert study.main(['table', '--runs_dir', str(tmp_path / 'runs'), '--budget_file',
+                     str(budget), '--out', str(tmp_path / 'out')]) == 0
+  text = (tmp_path / 'out' / 'table.md').read_text()
+  assert '(3 finished runs of 19)' in text
+  plan_part, extras_part = text.split('## Attempts at the stretch goal')
+  assert 'windows' not in plan_part.split('| lstm |')[1].split('\n')[0]
+  row = next(line for line in extras_part.splitlines() if line.startswith('| lstm (windows) |'))
+  assert row.endswith('| 1/1 | +0.0100: tie | best |')  # stream: LSTM seeds' 1.52 is best

@@ -48,7 +48,8 @@ def table_rows(runs_dir: pathlib.Path, entries=ENTRIES) -> list[dict]:
     stream, stream_sd = _mean_sd(pick_('val_loss_stream'))
     windows, windows_sd = _mean_sd(pick_('val_loss_windows'))
     rows.append({
-        'model': group[0].model, 'size': group[0].size, 'key': key,
+        'model': group[0].model + (f' ({group[0].recipe})' if group[0].recipe else ''),
+        'size': group[0].size, 'key': key,
         'seeds': f'{len(done)}/{len(group)}',
         'runs': [runs_dir / e.name for e, _ in done],
         'params': results[0].get('num_params') if results else None,
@@ -82,16 +83,18 @@ def _verdict(value, best, sd) -> str:
   return f'+{gap:.4f}' + (': tie' if sd is not None and gap < TIE_SIGMAS * sd else '')
 
 
-def markdown_table(rows: list[dict], floor: dict) -> str:
+def markdown_table(rows: list[dict], floor: dict, against: list[dict] | None = None) -> str:
   """The study's table; each protocol has its own 'vs best' column (the GPT's stream is
-  sliding windows, not carried state: only the windows column measures every model alike)."""
+  sliding windows, not carried state: only the windows column measures every model alike),
+  the best of the size among `against` (default: `rows`)."""
   lines = ['| model | size | params | FLOPs/char | chars/s | steps | train min | '
            'val loss, stream (mean ± sd) | val loss, windows (mean ± sd) | best step | seeds | '
            'vs best, stream | vs best, windows |',
            '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|']
   for size in SIZES:
     sized = [r for r in rows if r['size'] == size]
-    best = {p: min((r[f'val_{p}'] for r in sized if r[f'val_{p}'] is not None), default=None)
+    rivals = [r for r in (against or rows) if r['size'] == size]
+    best = {p: min((r[f'val_{p}'] for r in rivals if r[f'val_{p}'] is not None), default=None)
             for p in ('stream', 'windows')}
     for r in sized:
       verdicts = [_verdict(r[f'val_{p}'], best[p], floor.get(p)) for p in ('stream', 'windows')]
@@ -108,12 +111,15 @@ def markdown_table(rows: list[dict], floor: dict) -> str:
 
 
 def line_styles(runs: list[pathlib.Path]) -> dict:
-  """A colour per model and a line style per size, by run name (the entries' names)."""
+  """A colour per model and a line style per size (dotted: an extra's recipe), by run name
+  (the entries' names)."""
   styles = {}
   for run in runs:
-    model, size = run.name.split('-')[:2]
+    parts = run.name.split('-')  # model-size[-recipe]-sSEED
+    model, size = parts[:2]
     color = f'C{MODELS.index(model)}' if model in MODELS else None
-    styles[run.name] = {'color': color, 'linestyle': '-' if size == '0.8M' else '--'}
+    styles[run.name] = {'color': color,
+                        'linestyle': ':' if len(parts) > 3 else '-' if size == '0.8M' else '--'}
   return styles
 
 

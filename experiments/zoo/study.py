@@ -113,7 +113,7 @@ def speed(args) -> int:
   keys = list(dict.fromkeys(e.key for e in plan.select(args.only)))
   failed = []
   for key in keys:
-    entry = next(e for e in plan.ENTRIES if e.key == key)
+    entry = next(e for e in plan.EVERY_ENTRY if e.key == key)
     workdir = scratch / key
     if workdir.exists():
       shutil.rmtree(workdir)  # a fresh measurement: never a resumed one
@@ -201,7 +201,8 @@ def sweep(args) -> int:
   budget = plan.load(budget_file)
   _check_smoke(budget, args.smoke, budget_file)
   runs_dir = _runs_dir(args)
-  models = list(dict.fromkeys(e.model for e in plan.select(args.only) if e.size == '0.8M'))
+  models = list(dict.fromkeys(e.model for e in plan.select(args.only)
+                              if e.size == '0.8M' and not e.recipe))
   failed = []
   for model in models:
     found = _budget_entry(budget, f'{model}-0.8M', budget_file)
@@ -237,7 +238,7 @@ def pick(args) -> int:
   hparams_file = pathlib.Path(args.hparams_file)
   hparams = plan.load(hparams_file)
   lines = []
-  for model in dict.fromkeys(e.model for e in plan.select(args.only)):
+  for model in dict.fromkeys(e.model for e in plan.select(args.only) if not e.recipe):
     sweep_dir = runs_dir / 'sweeps' / model
     if not sweep_dir.is_dir():
       print(f'note: no sweep of {model} in {sweep_dir}; skipped')
@@ -374,7 +375,7 @@ def status(args) -> int:
   runs_dir = _runs_dir(args)
   print(f'budget: {budget_file} ({"measured" if budget else "not measured yet"}); '
         f'runs: {runs_dir}; scale {args.budget_scale:g}')
-  print('| entry | config | size overrides | steps | ms/step | state |\n'
+  print('| entry | config | size and recipe overrides | steps | ms/step | state |\n'
         '|---|---|---|---:|---:|---|')
   remaining = 0.0
   for entry in plan.select(args.only):
@@ -391,8 +392,9 @@ def status(args) -> int:
       state = 'not started'
     if found and state != 'done':
       remaining += (steps - (step or 0)) * found['seconds_per_step']
-    overrides = ' '.join(f'{k}={v}' for k, v in plan.size_overrides(entry.model, entry.size,
-                                                                args.smoke).items()) or '-'
+    overrides = ' '.join(f'{k}={v}' for k, v in {
+        **plan.size_overrides(entry.model, entry.size, args.smoke),
+        **plan.RECIPES.get(entry.recipe, {})}.items()) or '-'
     ms = f'{found["seconds_per_step"] * 1e3:.1f}' if found else '-'
     print(f'| {entry.name} | {entry.config(args.smoke)} | {overrides} | '
           f'{report.fmt_count(steps)} | {ms} | {state} |')
@@ -411,8 +413,9 @@ def table(args) -> int:
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   rows = report.table_rows(runs_dir)
+  extras = [r for r in report.table_rows(runs_dir, plan.EXTRAS) if r['n']]
   floor = report.noise_floor(rows)
-  runs = [run for r in rows for run in r['runs']]
+  runs = [run for r in rows + extras for run in r['runs']]
   budget = plan.load(pathlib.Path(args.budget_file))
   window = plan.SMOKE_EVAL_WINDOW if budget.get('smoke') else plan.EVAL_WINDOW
   text = [
@@ -420,7 +423,7 @@ def table(args) -> int:
       '',
       f'Written by `python -m experiments.zoo.study table` on '
       f'{datetime.date.today().isoformat()} from {runs_dir} '
-      f'({len(runs)} finished runs of {len(plan.ENTRIES)}); budget '
+      f'({sum(r["n"] for r in rows)} finished runs of {len(plan.ENTRIES)}); budget '
       f'{budget.get("budget_seconds", "?")} s of train steps per run'
       + (f', scaled by {args.budget_scale:g}' if args.budget_scale != 1 else '')
       + (' (smoke runs: a check of the tooling, not a result)' if budget.get('smoke') else '')
@@ -440,10 +443,15 @@ def table(args) -> int:
     text.append(f'Noise floor: {floor["n"]} seeds of {plan.NOISE_MODEL} at {plan.NOISE_SIZE}: sd '
                 f'{floor["stream"]:.4f} (stream), '
                 + (f'{floor["windows"]:.4f}' if floor['windows'] is not None else '-')
-                + f' (windows); a gap under {plan.TIE_SIGMAS:g} sd of the stream loss '
-                f'({plan.TIE_SIGMAS * floor["stream"]:.4f}) is a tie.')
+                + f' (windows); under each protocol, a gap under {plan.TIE_SIGMAS:g} sd of '
+                'that protocol\'s loss is a tie.')
   else:
     text.append('Noise floor: not measured yet (needs 2 or more finished LSTM 0.8M seeds).')
+  if extras:
+    text += ['', '## Attempts at the stretch goal (outside the plan)', '',
+             'The same budget rule; each recipe (`entries.RECIPES`) on top of its model\'s '
+             'plan entry; "vs best" against the plan\'s runs of the size and these.', '',
+             report.markdown_table(extras, floor, against=rows + extras)]
   if runs:
     text += [''] + report.pictures(runs, out, window)
   (out / 'table.md').write_text('\n'.join(text) + '\n', encoding='utf-8')
