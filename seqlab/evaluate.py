@@ -31,7 +31,8 @@ from seqlab.models import registry
 # an in-flight slot (32 per device) for every dispatched program, and once a device's slots
 # were taken by later chunks waiting on their inputs, the chunk they waited for could not
 # start, while its other half held the other device in an all-reduce (a zoo:gpt run's
-# 109-chunk evaluation hung twice; the char-rnn's 28 chunks never had).
+# 109-chunk evaluation hung twice; the char-rnn's 28 chunks never had). The training loop
+# bounds its steps the same way (`loop.PendingMetrics`).
 MAX_IN_FLIGHT = 8
 
 

@@ -72,7 +72,13 @@ class PendingMetrics:
     self._metrics, self._clock, self._timed_steps, self._data_seconds = [], None, 0, 0.0
 
   def add(self, metrics, data_seconds: float) -> None:
-    """A dispatched step's metrics, and the seconds the loop waited for its batch."""
+    """A dispatched step's metrics, and the seconds the loop waited for its batch.
+
+    At most `evaluate.MAX_IN_FLIGHT` steps run ahead of the device: it waits for the step
+    dispatched that many steps ago (long done when the device keeps up). Unbounded (up to
+    log.every_steps = 50 steps), a run on a CPU split into 2 devices hung in a train step's
+    all-reduce after 6,250 steps (the deadlock that evaluate.py's bound prevents).
+    """
     self._metrics.append(metrics)
     if self._clock is None:
       jax.block_until_ready(metrics)
@@ -80,6 +86,8 @@ class PendingMetrics:
     else:
       self._timed_steps += 1
       self._data_seconds += data_seconds
+    if len(self._metrics) > evaluate_lib.MAX_IN_FLIGHT:
+      jax.block_until_ready(self._metrics[-evaluate_lib.MAX_IN_FLIGHT - 1])
 
   def pause(self) -> None:
     self._clock = None
