@@ -153,17 +153,3 @@ def test_a_one_device_checkpoint_resumes_on_four_devices(one_device_run, tmp_pat
   assert 'resuming at step 15' in out and '4 cpu devices' in out
   _assert_same_run(one_device_run, workdir, rundir.load_json(workdir / 'results.json'))
 
-
-def test_the_train_loop_runs_at_most_max_in_flight_steps_ahead(monkeypatch):
-  """Unbounded, steps dispatched ahead of a CPU split into 2 devices could deadlock in an
-  all-reduce (a 0.8M LSTM run hung after 6,250 steps): the loop waits for the step dispatched
-  MAX_IN_FLIGHT steps ago, and for nothing else but the first (which starts the clock)."""
-  from seqlab import evaluate  # pylint: disable=g-import-not-at-top
-  from seqlab import loop  # pylint: disable=g-import-not-at-top
-  waited = []
-  monkeypatch.setattr(loop.jax, 'block_until_ready', lambda x: waited.append(x) or x)
-  pending = loop.PendingMetrics(chars_per_step=1)
-  for step in range(20):
-    pending.add(step, 0.0)
-  ahead = evaluate.MAX_IN_FLIGHT
-  assert waited == [0] + list(range(20 - ahead))
