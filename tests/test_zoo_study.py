@@ -3,6 +3,7 @@ entries, the commands it builds, and its table from hand-made run directories. N
 here (the tooling's end-to-end check is `study.py ... --smoke`, see experiments/zoo/README.md)."""
 
 import json
+import pathlib
 
 import pytest
 
@@ -322,3 +323,79 @@ def test_the_table_puts_the_extras_apart_judged_against_the_plan(tmp_path):
   assert 'windows' not in plan_part.split('| lstm |')[1].split('\n')[0]
   row = next(line for line in extras_part.splitlines() if line.startswith('| lstm (windows) |'))
   assert row.endswith('| 1/1 | +0.0100: tie | best |')  # stream: LSTM seeds' 1.52 is best
+
+
+def test_dropout_is_chosen_at_the_full_budget_and_its_winner_is_the_seed_0_run(tmp_path,
+                                                                                monkeypatch):
+  """`dropout` climbs the ladder from the sweep's dropout with seed-0 runs of the full budget,
+  each timed at its own dropout, and stops at the first that does not improve; `run` then
+  copies the winner as the plan's seed 0 and trains seed 1 at the chosen dropout, with the
+  winner's step budget. The 5M entry keeps the sweep's dropout."""
+  budget = tmp_path / 'budget.json'
+  budget.write_text(json.dumps({'budget_seconds': 900, 'smoke': False, 'speed_steps': 150,
+                                'entries': {}}))
+  hparams = tmp_path / 'hparams.json'
+  hparams.write_text(json.dumps({'lstm': {'overrides': {'optim.learning_rate': 0.01,
+                                                        'model.dropout': 0.0}}}))
+  final = {'0.0': 1.55, '0.1': 1.49, '0.2': 1.50, '0.3': 1.40}  # 0.3: never reached
+  speed = {'0.0': 8192.0, '0.1': 4096.0, '0.2': 4096.0}  # chars/s: 0.25 s, 0.5 s a step
+  launched = []
+
+  def fake_run_logged(command, log):
+    workdir = pathlib.Path(command[command.index('--workdir') + 1])
+    flags = dict(a[len('--config.'):].split('=', 1) for a in command if a.startswith('--config.'))
+    launched.append((workdir.name, flags['model.dropout'], int(flags['train.num_steps'])))
+    workdir.mkdir(parents=True)
+    (workdir / 'config.json').write_text(json.dumps({'data': {'batch_size': 32, 'seq_len': 64}}))
+    (workdir / 'results.json').write_text(json.dumps({
+        'steps': int(flags['train.num_steps']), 'chars_per_sec': speed[flags['model.dropout']],
+        'val_loss': final[flags['model.dropout']], 'eval_protocol': 'stream',
+        'val_loss_stream': final[flags['model.dropout']], 'val_loss_windows': 1.6,
+        'best_val_loss': 1.45, 'best_step': 7000}))
+    return 0
+
+  monkeypatch.setattr(study, 'run_logged', fake_run_logged)
+  runs = tmp_path / 'runs'
+  common = ['--budget_file', str(budget), '--hparams_file', str(hparams), '--runs_dir',
+            str(runs)]
+  assert study.main(['dropout', '--only', 'lstm', '--scratch', str(tmp_path / 'speed'),
+                     *common]) == 0
+  assert launched == [('lstm-0.8M-d0', '0.0', 150), ('lstm-0.8M-d0-s0', '0.0', 3600),
+                      ('lstm-0.8M-d0.1', '0.1', 150), ('lstm-0.8M-d0.1-s0', '0.1', 1800),
+                      ('lstm-0.8M-d0.2', '0.2', 150), ('lstm-0.8M-d0.2-s0', '0.2', 1800)]
+  chosen = json.loads(hparams.read_text())['lstm']['full_budget']
+  assert chosen['dropout'] == 0.1 and [r['dropout'] for r in chosen['runs']] == [0.0, 0.1, 0.2]
+  assert json.loads(budget.read_text())['entries']['lstm-0.8M']['steps'] == 1800
+  # Again: every candidate is done, nothing trains, the same choice.
+  launched.clear()
+  assert study.main(['dropout', '--only', 'lstm', '--scratch', str(tmp_path / 'speed'),
+                     *common]) == 0
+  assert not launched and json.loads(hparams.read_text())['lstm']['full_budget'] == chosen
+
+  assert study.main(['run', '--only', 'lstm-0.8M-s0,lstm-0.8M-s1', *common]) == 0
+  assert launched == [('lstm-0.8M-s1', '0.1', 1800)]
+  copied = runs / 'lstm-0.8M-s0'
+  assert json.loads((copied / 'results.json').read_text())['val_loss'] == 1.49
+  assert json.loads((runs / 'lstm-0.8M-s0.json').read_text())['copied_from'].endswith(
+      'dropout/lstm-0.8M-d0.1-s0')
+  five = entries.run_overrides(entries.Entry('lstm', '5M', 0), 1500,
+                               json.loads(hparams.read_text()), smoke=False)
+  assert five['model.dropout'] == 0.0
+
+
+def test_dropout_refuses_to_write_the_studys_hparams_from_a_scaled_run():
+  with pytest.raises(SystemExit, match='give --hparams_file elsewhere'):
+    study.main(['dropout', '--budget_scale', '0.01'])
+
+
+def test_the_dropout_table_marks_the_choice():
+  rows = report.dropout_table({'lstm': {'overrides': {'model.dropout': 0.0}, 'full_budget': {
+      'dropout': 0.1, 'runs': [
+          {'dropout': 0.0, 'steps': 8721, 'val_loss': 1.5568, 'val_loss_stream': 1.5568,
+           'val_loss_windows': 1.5833, 'best_val_loss': 1.5449, 'best_step': 5238},
+          {'dropout': 0.1, 'steps': 7850, 'val_loss': 1.4855, 'val_loss_stream': 1.4855,
+           'val_loss_windows': None, 'best_val_loss': None, 'best_step': None}]}},
+      'gpt': {'overrides': {'model.dropout': 0.0}}})
+  assert rows[2:] == ['| lstm | 0 | 0 | 8,721 | 1.5568 | 1.5833 | 1.5449 (5,238) |  |',
+                      '| lstm | 0 | 0.1 | 7,850 | 1.4855 | - | - | yes |']
+  assert report.dropout_table({'gpt': {'overrides': {}}}) == []

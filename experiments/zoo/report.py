@@ -149,3 +149,27 @@ def pictures(runs: list[pathlib.Path], out: pathlib.Path, window: int) -> list[s
     run_curves.plot_by_position(out / run_curves.BY_POSITION_FILENAME, by_position, names, styles)
     lines += [f'![val loss by position in a window]({run_curves.BY_POSITION_FILENAME})', '']
   return lines + [f'Every run\'s numbers: [{compare.CSV_FILENAME}]({compare.CSV_FILENAME}).']
+
+
+def dropout_table(hparams: dict) -> list[str]:
+  """The full-budget dropout choice (study.py `dropout`) of each model that has one: a row per
+  dropout tried, seed 0 at 0.8M, and the sweep's dropout it started from."""
+  lines = ['| model | sweep\'s dropout | dropout | steps | val, stream | val, windows | '
+           'best val (step) | chosen |', '|---|---:|---:|---:|---:|---:|---:|---|']
+  chosen_any = False
+  for model in MODELS:
+    found = hparams.get(model, {}).get('full_budget')
+    if not found:
+      continue
+    chosen_any = True
+    swept = hparams[model].get('overrides', {}).get('model.dropout')
+    for run in found['runs']:
+      best = (f'{run["best_val_loss"]:.4f} ({fmt_count(run["best_step"])})'
+              if run.get('best_val_loss') is not None else '-')
+      windows = run.get('val_loss_windows')
+      lines.append(
+          f'| {model} | {swept:g} | {run["dropout"]:g} | {fmt_count(run.get("steps"))} | '
+          f'{run.get("val_loss_stream") or run["val_loss"]:.4f} | '
+          f'{"-" if windows is None else f"{windows:.4f}"} | {best} | '
+          f'{"yes" if run["dropout"] == found["dropout"] else ""} |')
+  return lines if chosen_any else []

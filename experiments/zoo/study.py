@@ -4,6 +4,7 @@ r"""The equal-compute study (issue 17): every zoo model trained for the same tra
   python -m experiments.zoo.study speed                  # seconds per step -> budget.json
   python -m experiments.zoo.study sweep [--only MODEL]   # lr x dropout at 0.8M, 1/3 budget
   python -m experiments.zoo.study pick                   # the sweeps' winners -> hparams.json
+  python -m experiments.zoo.study dropout [--only MODEL] # dropout from full-budget runs at 0.8M
   python -m experiments.zoo.study run [--only NAME] [--budget_scale X]
   python -m experiments.zoo.study table                  # table.md and the pictures
 
@@ -45,6 +46,7 @@ from seqlab.analysis import compare
 from seqlab.run import directory as rundir
 
 INTERRUPTED = (129, 130, 143)  # launch.py's exit statuses after SIGHUP, SIGINT, SIGTERM
+DEFAULT_SCRATCH = '/tmp/zoo-study-speed'  # speed measurements' runs
 
 def run_logged(command: list[str], log: pathlib.Path) -> int:
   """Runs `command` in the repository root, its output to the console and appended to `log`;
@@ -106,57 +108,68 @@ def speed(args) -> int:
   if budget and budget.get('smoke', False) != args.smoke:
     raise SystemExit(f'error: {budget_file} holds {"smoke" if budget.get("smoke") else "real"} '
                      'measurements; use another --budget_file')
-  budget.update(budget_seconds=args.budget, smoke=args.smoke, speed_steps=args.steps)
-  entries = budget.setdefault('entries', {})
   hparams = plan.load(pathlib.Path(args.hparams_file))
-  scratch = pathlib.Path(args.scratch)
   keys = list(dict.fromkeys(e.key for e in plan.select(args.only)))
   failed = []
+  budget.update(budget_seconds=args.budget, smoke=args.smoke, speed_steps=args.steps)
   for key in keys:
-    entry = next(e for e in plan.EVERY_ENTRY if e.key == key)
-    workdir = scratch / key
-    if workdir.exists():
-      shutil.rmtree(workdir)  # a fresh measurement: never a resumed one
-    steps = args.steps
-    overrides = {**plan.run_overrides(entry, steps, hparams, args.smoke),
-                 'eval.every_steps': steps, 'log.checkpoint_every_steps': steps,
-                 'log.sample_every_steps': 10 ** 9, 'log.novelty_num_samples': 0}
-    command = plan.launch_command(entry.config(args.smoke), workdir, overrides)
-    load_before = os.getloadavg()
-    busy_before = busy_cores()
-    print(f'== speed of {key}: {steps} steps', flush=True)
-    if (note := _quiet_note(busy_before)):
-      print(note, flush=True)
-    status = run_logged(command, scratch / f'{key}.log')
+    status = measure_speed(next(e for e in plan.EVERY_ENTRY if e.key == key), budget, hparams,
+                           args)
     if status in INTERRUPTED:
       return status
-    results = plan.load(workdir / rundir.RESULTS_FILENAME)
-    config = plan.load(workdir / rundir.CONFIG_FILENAME)
-    if status or not results.get('chars_per_sec'):
-      print(f'error: the speed run of {key} failed (exit status {status}); see '
-            f'{scratch / f"{key}.log"}', flush=True)
+    if status:
       failed.append(key)
-      continue
-    chars_per_step = config['data']['batch_size'] * config['data']['seq_len']
-    seconds_per_step = chars_per_step / results['chars_per_sec']
-    entries[key] = {
-        'seconds_per_step': seconds_per_step,
-        'steps': max(1, int(args.budget // seconds_per_step)),
-        'chars_per_sec': results['chars_per_sec'], 'chars_per_step': chars_per_step,
-        'num_params': results.get('num_params'), 'flops_per_char': results.get('flops_per_char'),
-        'measured_steps': steps, 'config': entry.config(args.smoke),
-        'overrides': {k: v for k, v in overrides.items() if k != 'train.num_steps'},
-        'measured_at': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-        'load_average_before': [round(x, 2) for x in load_before],
-        'busy_cores_before': None if busy_before is None else round(busy_before, 2),
-        'load_average_after': [round(x, 2) for x in os.getloadavg()],
-        'cpu_count': os.cpu_count(),
-    }
-    plan.write_json(budget_file, budget)  # after every measurement: a stopped `speed` keeps them
-    print(f'{key}: {seconds_per_step * 1e3:.1f} ms/step ({results["chars_per_sec"]:,.0f} '
-          f'chars/s) -> {entries[key]["steps"]:,} steps in {args.budget:g} s', flush=True)
   print(f'wrote {budget_file}')
   return 1 if failed else 0
+
+
+def measure_speed(entry, budget: dict, hparams: dict, args) -> int:
+  """Times `entry.key` with a run of budget['speed_steps'] steps and records it in `budget`
+  (written to args.budget_file at once: a stopped `speed` keeps what it measured); returns
+  launch.py's exit status, or 1 where it gave no speed."""
+  seconds, steps = budget['budget_seconds'], budget['speed_steps']
+  scratch = pathlib.Path(args.scratch)
+  key = entry.key
+  workdir = scratch / key
+  if workdir.exists():
+    shutil.rmtree(workdir)  # a fresh measurement: never a resumed one
+  overrides = {**plan.run_overrides(entry, steps, hparams, args.smoke),
+               'eval.every_steps': steps, 'log.checkpoint_every_steps': steps,
+               'log.sample_every_steps': 10 ** 9, 'log.novelty_num_samples': 0}
+  command = plan.launch_command(entry.config(args.smoke), workdir, overrides)
+  load_before = os.getloadavg()
+  busy_before = busy_cores()
+  print(f'== speed of {key}: {steps} steps', flush=True)
+  if (note := _quiet_note(busy_before)):
+    print(note, flush=True)
+  status = run_logged(command, scratch / f'{key}.log')
+  if status in INTERRUPTED:
+    return status
+  results = plan.load(workdir / rundir.RESULTS_FILENAME)
+  config = plan.load(workdir / rundir.CONFIG_FILENAME)
+  if status or not results.get('chars_per_sec'):
+    print(f'error: the speed run of {key} failed (exit status {status}); see '
+          f'{scratch / f"{key}.log"}', flush=True)
+    return status or 1
+  chars_per_step = config['data']['batch_size'] * config['data']['seq_len']
+  seconds_per_step = chars_per_step / results['chars_per_sec']
+  budget.setdefault('entries', {})[key] = {
+      'seconds_per_step': seconds_per_step,
+      'steps': max(1, int(seconds // seconds_per_step)),
+      'chars_per_sec': results['chars_per_sec'], 'chars_per_step': chars_per_step,
+      'num_params': results.get('num_params'), 'flops_per_char': results.get('flops_per_char'),
+      'measured_steps': steps, 'config': entry.config(args.smoke),
+      'overrides': {k: v for k, v in overrides.items() if k != 'train.num_steps'},
+      'measured_at': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+      'load_average_before': [round(x, 2) for x in load_before],
+      'busy_cores_before': None if busy_before is None else round(busy_before, 2),
+      'load_average_after': [round(x, 2) for x in os.getloadavg()],
+      'cpu_count': os.cpu_count(),
+  }
+  plan.write_json(pathlib.Path(args.budget_file), budget)
+  print(f'{key}: {seconds_per_step * 1e3:.1f} ms/step ({results["chars_per_sec"]:,.0f} '
+        f'chars/s) -> {budget["entries"][key]["steps"]:,} steps in {seconds:g} s', flush=True)
+  return 0
 
 
 def _budget_entry(budget: dict, key: str, budget_file) -> dict | None:
@@ -287,7 +300,6 @@ def run(args) -> int:
   budget = plan.load(budget_file)
   _check_smoke(budget, args.smoke, budget_file)
   hparams = plan.load(pathlib.Path(args.hparams_file))
-  runs_dir = _runs_dir(args)
   selected = plan.select(args.only)
   missing = sorted({e.model for e in selected} - set(hparams))
   if missing and not (args.unswept or args.smoke):
@@ -296,64 +308,160 @@ def run(args) -> int:
                      'train with configs/zoo.py\'s, which is not the study)')
   failed = []
   for entry in selected:
-    found = _budget_entry(budget, entry.key, budget_file)
-    if found is None:
-      failed.append(entry.name)
-      continue
-    if (why := _budget_is_stale(entry, found, hparams, args.smoke)):
-      print(f'error: {entry.name}: {why}; re-measure it: `python -m experiments.zoo.study speed '
-            f'--only {entry.key}`', flush=True)
-      failed.append(entry.name)
-      continue
-    steps = planned_steps(found, args.budget_scale)
-    workdir = runs_dir / entry.name
-    command = plan.launch_command(entry.config(args.smoke), workdir,
-                                  plan.run_overrides(entry, steps, hparams, args.smoke))
-    record_file = runs_dir / f'{entry.name}.json'
-    record = plan.load(record_file)
-    results = plan.load(workdir / rundir.RESULTS_FILENAME)
-    if record and record['command'][1:] != command[1:]:
-      print(f'error: {entry.name} was {"run" if results else "started"} in {workdir} with '
-            'another command (the budget, hyperparameters or scale changed since):\n  '
-            f'{" ".join(record["command"][1:])}\nnow:\n  {" ".join(command[1:])}\n'
-            + ('' if results else 'finish it with that command, or ')
-            + f'move {workdir} and {record_file} away to run it anew', flush=True)
-      failed.append(entry.name)
-      continue
-    if results and results.get('steps') == steps:
-      print(f'{entry.name}: done ({steps:,} steps), skipped', flush=True)
-      continue
-    if results:
-      print(f'error: {entry.name} in {workdir} ran {results.get("steps")} steps, the plan is '
-            f'now {steps:,}: move {workdir} away to run it anew', flush=True)
-      failed.append(entry.name)
-      continue
-    if not record:
-      plan.write_json(record_file, {
-          'command': command, 'entry': dataclasses.asdict(entry), 'steps': steps,
-          'budget_seconds': budget.get('budget_seconds'), 'budget_scale': args.budget_scale,
-          'seconds_per_step': found['seconds_per_step'], 'speed_measured_at': found.get(
-              'measured_at'), 'hparams': hparams.get(entry.model),
-          'started_at': datetime.datetime.now(datetime.timezone.utc).isoformat(
-              timespec='seconds')})
-    step = rundir.latest_step_on_disk(workdir) if workdir.is_dir() else None
-    if workdir.is_dir() and not step:
-      # Started elsewhere (its checkpoints are not kept): its events and samples would mix
-      # with a new run's, so it starts anew in a clean directory.
-      print(f'note: {entry.name} has no checkpoint in {workdir}: starting it anew', flush=True)
-      shutil.rmtree(workdir)
-    print(f'== {entry.name}: {steps:,} steps'
-          + (f', resuming at step {step:,}' if step else ''), flush=True)
-    status = run_logged(command, runs_dir / f'{entry.name}.log')
+    status = run_entry(entry, budget, hparams, args)
     if status in INTERRUPTED:
-      print(f'{entry.name} stopped (exit status {status}); run the same command to resume')
       return status
     if status:
-      print(f'error: {entry.name} failed with exit status {status}; see '
-            f'{runs_dir / f"{entry.name}.log"}', flush=True)
       failed.append(entry.name)
   if failed:
     print(f'not finished: {", ".join(failed)}')
+  return 1 if failed else 0
+
+
+def run_entry(entry, budget: dict, hparams: dict, args) -> int:
+  """Trains one entry for its budget's steps in plan.run_dir (resuming it where it stopped;
+  a finished one is skipped): 0 when it is done, launch.py's status where it stopped or
+  failed, 1 where it cannot start (the reason printed)."""
+  found = _budget_entry(budget, entry.key, args.budget_file)
+  if found is None:
+    return 1
+  if (why := _budget_is_stale(entry, found, hparams, args.smoke)):
+    print(f'error: {entry.name}: {why}; re-measure it: `python -m experiments.zoo.study speed '
+          f'--only {entry.key}`', flush=True)
+    return 1
+  steps = planned_steps(found, args.budget_scale)
+  workdir = plan.run_dir(_runs_dir(args), entry)
+  command = plan.launch_command(entry.config(args.smoke), workdir,
+                                plan.run_overrides(entry, steps, hparams, args.smoke))
+  record_file = workdir.with_name(f'{entry.name}.json')
+  log = workdir.with_name(f'{entry.name}.log')
+  record = plan.load(record_file)
+  results = plan.load(workdir / rundir.RESULTS_FILENAME)
+  if record and record['command'][1:] != command[1:]:
+    print(f'error: {entry.name} was {"run" if results else "started"} in {workdir} with '
+          'another command (the budget, hyperparameters or scale changed since):\n  '
+          f'{" ".join(record["command"][1:])}\nnow:\n  {" ".join(command[1:])}\n'
+          + ('' if results else 'finish it with that command, or ')
+          + f'move {workdir} and {record_file} away to run it anew', flush=True)
+    return 1
+  if results and results.get('steps') == steps:
+    print(f'{entry.name}: done ({steps:,} steps), skipped', flush=True)
+    return 0
+  if results:
+    print(f'error: {entry.name} in {workdir} ran {results.get("steps")} steps, the plan is '
+          f'now {steps:,}: move {workdir} away to run it anew', flush=True)
+    return 1
+  new_record = {
+      'command': command, 'entry': dataclasses.asdict(entry), 'steps': steps,
+      'budget_seconds': budget.get('budget_seconds'), 'budget_scale': args.budget_scale,
+      'seconds_per_step': found['seconds_per_step'], 'speed_measured_at': found.get(
+          'measured_at'), 'hparams': hparams.get(entry.model),
+      'started_at': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}
+  if not record and not workdir.exists() and (source := _winning_candidate(
+      entry, command, hparams, _runs_dir(args))):
+    shutil.copytree(source, workdir, ignore=shutil.ignore_patterns('checkpoints', '*.log',
+                                                                   '.lock'))
+    plan.write_json(record_file, {**new_record, 'copied_from': str(
+        source.relative_to(ROOT) if source.is_relative_to(ROOT) else source)})
+    print(f'{entry.name}: the full-budget dropout choice\'s winning run, {source.name}, '
+          'copied (the same command but its directory)', flush=True)
+    return 0
+  if not record:
+    plan.write_json(record_file, new_record)
+  step = rundir.latest_step_on_disk(workdir) if workdir.is_dir() else None
+  if workdir.is_dir() and not step:
+    # Started elsewhere (its checkpoints are not kept): its events and samples would mix
+    # with a new run's, so it starts anew in a clean directory.
+    print(f'note: {entry.name} has no checkpoint in {workdir}: starting it anew', flush=True)
+    shutil.rmtree(workdir)
+  print(f'== {entry.name}: {steps:,} steps'
+        + (f', resuming at step {step:,}' if step else ''), flush=True)
+  status = run_logged(command, log)
+  if status in INTERRUPTED:
+    print(f'{entry.name} stopped (exit status {status}); run the same command to resume')
+  elif status:
+    print(f'error: {entry.name} failed with exit status {status}; see {log}', flush=True)
+  return status
+
+
+def _winning_candidate(entry, command: list[str], hparams: dict,
+                       runs_dir: pathlib.Path) -> pathlib.Path | None:
+  """The finished dropout-choice run that is this plan entry's run (seed 0 at 0.8M, the chosen
+  dropout, the same command but for its workdir), or None."""
+  chosen = hparams.get(entry.model, {}).get('full_budget', {}).get('dropout')
+  if (chosen is None or entry.recipe or entry.dropout is not None
+      or entry.size != plan.FULL_BUDGET_SIZE):
+    return None
+  candidate = plan.dropout_candidate(entry.model, chosen)
+  if candidate.seed != entry.seed:
+    return None
+  source = plan.run_dir(runs_dir, candidate)
+  record = plan.load(source.with_name(f'{candidate.name}.json'))
+  if not record or not plan.load(source / rundir.RESULTS_FILENAME):
+    return None
+  theirs, ours = record['command'][1:], command[1:]
+  i = ours.index('--workdir') + 1
+  return source if theirs[:i] + theirs[i + 1:] == ours[:i] + ours[i + 1:] else None
+
+
+def dropout(args) -> int:
+  """Chooses each selected model's dropout at 0.8M from seed-0 runs of the full budget at its
+  swept learning rate (entries.DROPOUT_LADDER, climbing from the sweep's dropout while the final
+  val loss improves), into hparams.json's `full_budget`; the winner's speed becomes the model's
+  0.8M budget, and its run the model's seed-0 entry (`run` copies it)."""
+  budget_file, hparams_file = pathlib.Path(args.budget_file), pathlib.Path(args.hparams_file)
+  budget = plan.load(budget_file)
+  _check_smoke(budget, args.smoke, budget_file)
+  if (args.smoke or args.budget_scale != 1) and hparams_file == plan.DEFAULT_HPARAMS_FILE:
+    raise SystemExit('error: a smoke or scaled dropout choice would write the study\'s '
+                     f'{hparams_file}: give --hparams_file elsewhere')
+  hparams = plan.load(hparams_file)
+  models = list(dict.fromkeys(e.model for e in plan.select(args.only) if not e.recipe))
+  failed = []
+  for model in models:
+    if model not in hparams:
+      print(f'note: {model} has no swept hyperparameters in {hparams_file}: run `sweep` and '
+            '`pick` first; skipped', flush=True)
+      failed.append(model)
+      continue
+    swept = hparams[model]['overrides'].get(
+        'model.dropout', plan.variant_value(model, 'model', 'dropout', args.smoke))
+    tried = {}
+    for rate in [d for d in plan.DROPOUT_LADDER if d >= swept]:
+      candidate = plan.dropout_candidate(model, rate)
+      found = budget.get('entries', {}).get(candidate.key)
+      if found is None or _budget_is_stale(candidate, found, hparams, args.smoke):
+        status = measure_speed(candidate, budget, hparams, args)
+        if status:
+          return status if status in INTERRUPTED else 1
+      status = run_entry(candidate, budget, hparams, args)
+      if status:
+        return status if status in INTERRUPTED else 1
+      results = plan.load(plan.run_dir(_runs_dir(args), candidate) / rundir.RESULTS_FILENAME)
+      tried[rate] = results
+      losses = {d: r['val_loss'] for d, r in tried.items()}
+      print(f'{model}: dropout {rate:g} -> val loss {results["val_loss"]:.4f} '
+            f'({results.get("eval_protocol")})', flush=True)
+      if len(tried) > 1 and losses[rate] >= min(losses[d] for d in tried if d != rate):
+        break  # no better than a lower dropout: higher ones would overfit less and fit worse
+    best = min(tried, key=lambda d: tried[d]['val_loss'])
+    hparams[model]['full_budget'] = {
+        'dropout': best, 'size': plan.FULL_BUDGET_SIZE, 'seed': 0,
+        'protocol': tried[best].get('eval_protocol'),
+        'runs': [{'dropout': d, 'run': plan.dropout_candidate(model, d).name,
+                  'steps': r.get('steps'), 'val_loss': r['val_loss'],
+                  'val_loss_stream': r.get('val_loss_stream'),
+                  'val_loss_windows': r.get('val_loss_windows'),
+                  'best_val_loss': r.get('best_val_loss'), 'best_step': r.get('best_step'),
+                  'train_time': r.get('train_time')} for d, r in tried.items()]}
+    plan.write_json(hparams_file, hparams)
+    key = f'{model}-{plan.FULL_BUDGET_SIZE}'
+    winner = plan.dropout_candidate(model, best).key
+    budget['entries'][key] = {**budget['entries'][winner], 'copied_from': winner}
+    plan.write_json(budget_file, budget)
+    print(f'{model}: dropout {best:g} at the full budget (tried '
+          f'{", ".join(f"{d:g}" for d in tried)}); wrote {hparams_file} and {key} in '
+          f'{budget_file}', flush=True)
   return 1 if failed else 0
 
 
@@ -362,7 +470,7 @@ def _budget_is_stale(entry, found: dict, hparams: dict, smoke: bool) -> str | No
   masks cost time, differs from the swept one), or None."""
   variant = plan.variant_value(entry.model, 'model', 'dropout', smoke)
   measured = found.get('overrides', {}).get('model.dropout', variant)
-  picked = hparams.get(entry.model, {}).get('overrides', {}).get('model.dropout', variant)
+  picked = plan.hparam_overrides(entry, hparams).get('model.dropout', variant)
   if measured != picked:
     return f'its speed was measured with dropout {measured:g}, its run has {picked:g}'
   return None
@@ -381,9 +489,9 @@ def status(args) -> int:
   for entry in plan.select(args.only):
     found = budget.get('entries', {}).get(entry.key)
     steps = planned_steps(found, args.budget_scale) if found else None
-    results = plan.load(runs_dir / entry.name / rundir.RESULTS_FILENAME)
-    step = rundir.latest_step_on_disk(runs_dir / entry.name) \
-        if (runs_dir / entry.name).is_dir() else None
+    workdir = plan.run_dir(runs_dir, entry)
+    results = plan.load(workdir / rundir.RESULTS_FILENAME)
+    step = rundir.latest_step_on_disk(workdir) if workdir.is_dir() else None
     if results and results.get('steps') == steps:
       state = 'done'
     elif step:
@@ -401,6 +509,16 @@ def status(args) -> int:
   if budget:
     print(f'training time left: {remaining / 60:.0f} min of train steps (plus compilation, '
           'evaluations and checkpoints)')
+  hparams = plan.load(pathlib.Path(args.hparams_file))
+  choices = []
+  for model in dict.fromkeys(e.model for e in plan.select(args.only) if not e.recipe):
+    found = hparams.get(model, {}).get('full_budget')
+    if found:
+      tried = ', '.join(f'{r["dropout"]:g}' for r in found['runs'])
+      choices.append(f'{model} {found["dropout"]:g} (of {tried})')
+    else:
+      choices.append(f'{model} not chosen yet')
+  print(f'dropout at {plan.FULL_BUDGET_SIZE} (`dropout`): {"; ".join(choices)}')
   return 0
 
 
@@ -447,6 +565,12 @@ def table(args) -> int:
                 'that protocol\'s loss is a tie.')
   else:
     text.append('Noise floor: not measured yet (needs 2 or more finished LSTM 0.8M seeds).')
+  if (dropouts := report.dropout_table(plan.load(pathlib.Path(args.hparams_file)))):
+    text += ['', '## Dropout at the full budget', '',
+             'Each model\'s 0.8M dropout: seed-0 runs of the full budget at its swept learning '
+             'rate, from the sweep\'s dropout up (`entries.DROPOUT_LADDER`) while the final '
+             'val loss (stream) improves; the chosen run is the table\'s seed 0 (`study.py '
+             'dropout`).', '', *dropouts]
   if extras:
     text += ['', '## Attempts at the stretch goal (outside the plan)', '',
              'The same budget rule; each recipe (`entries.RECIPES`) on top of its model\'s '
@@ -486,7 +610,7 @@ def parser() -> argparse.ArgumentParser:
   p = add('speed', speed, 'measure seconds per step, write budget.json')
   p.add_argument('--budget', type=float, default=plan.BUDGET_SECONDS, help='seconds of train steps')
   p.add_argument('--steps', type=int, default=plan.SPEED_STEPS, help='steps of each measurement')
-  p.add_argument('--scratch', default='/tmp/zoo-study-speed', help='the measurements\' runs')
+  p.add_argument('--scratch', default=DEFAULT_SCRATCH, help='the measurements\' runs')
   p = add('sweep', sweep, 'the lr x dropout sweep of each model at 0.8M (a third of its budget)')
   p.add_argument('--fused', action='store_true', help=(
       'train the trials together (launch.py --fused): the same steps, results equal to float '
@@ -500,6 +624,9 @@ def parser() -> argparse.ArgumentParser:
   p = add('pick', pick, 'each model\'s best sweep trial -> hparams.json')
   p.add_argument('--partial', action='store_true', help='pick from an unfinished sweep, or '
                  'one whose best learning rate is at the edge of those swept')
+  p = add('dropout', dropout, 'choose each model\'s dropout at 0.8M from full-budget runs '
+          '(after `pick`; resumable)')
+  p.add_argument('--scratch', default=DEFAULT_SCRATCH, help='the speed measurements\' runs')
   p = add('run', run, 'train the entries (resumable)')
   p.add_argument('--unswept', action='store_true', help='run models that have no swept '
                  'hyperparameters in hparams.json with their configs/zoo.py variant\'s')
