@@ -9,8 +9,10 @@ import pytest
 
 from conftest import run_command
 from experiments.zoo import entries
+from experiments.zoo import processes
 from experiments.zoo import report
 from experiments.zoo import study
+from experiments.zoo import training
 
 
 def test_the_entries_are_the_issues():
@@ -143,13 +145,13 @@ def test_busy_cores_sees_a_spinning_thread_that_the_load_average_would_remember(
   thread = threading.Thread(target=spin)
   thread.start()
   try:
-    busy = study.busy_cores(1.0)
+    busy = processes.busy_cores(1.0)
   finally:
     stop.set()
     thread.join()
   assert busy is not None and 0.7 <= busy <= (__import__('os').cpu_count() or 1) + 0.01
-  assert study._quiet_note(busy).startswith(f'note: {busy:.2f} cores busy')
-  assert study._quiet_note(0.05) is None
+  assert processes.quiet_note(busy).startswith(f'note: {busy:.2f} cores busy')
+  assert processes.quiet_note(0.05) is None
 
 
 def test_run_starts_an_entry_anew_where_its_checkpoints_were_not_kept(tmp_path, monkeypatch):
@@ -173,7 +175,7 @@ def test_run_starts_an_entry_anew_where_its_checkpoints_were_not_kept(tmp_path, 
     launched.append((workdir, sorted(p.name for p in stale.glob('*')) if stale.exists() else None))
     return 0
 
-  monkeypatch.setattr(study, 'run_logged', fake_run_logged)
+  monkeypatch.setattr(processes, 'run_logged', fake_run_logged)
   assert study.main(['run', '--only', 'hawk-0.8M', '--budget_file', str(budget),
                      '--hparams_file', str(tmp_path / 'none.json'), '--unswept',
                      '--runs_dir', str(runs_dir)]) == 0
@@ -183,8 +185,8 @@ def test_run_starts_an_entry_anew_where_its_checkpoints_were_not_kept(tmp_path, 
 
 def test_the_default_runs_are_kept_in_the_repository_without_checkpoints():
   import subprocess  # pylint: disable=g-import-not-at-top
-  assert study.default_runs_dir(1) == entries.HERE / 'runs'
-  assert study.default_runs_dir(0.01).name == 'zoo-study-x0.01'  # scaled checks: not kept
+  assert training.default_runs_dir(1) == entries.HERE / 'runs'
+  assert training.default_runs_dir(0.01).name == 'zoo-study-x0.01'  # scaled checks: not kept
   ignored = subprocess.run(
       ['git', 'check-ignore', '--no-index', 'experiments/zoo/runs/gpt-5M-s0/checkpoints/latest/9',
        'experiments/zoo/runs/sweeps/gpt/trial_0/checkpoints/best/3',
@@ -204,8 +206,8 @@ def test_the_sweep_gets_a_third_of_the_budget_and_parallel_trials_a_core_each(tm
   budget.write_text(json.dumps({'budget_seconds': 900, 'smoke': False, 'entries': {
       'mingru-0.8M': {'seconds_per_step': 0.1, 'steps': 9000}}}))
   commands = []
-  monkeypatch.setattr(study, 'run_logged', lambda command, log: commands.append(command) or 0)
-  monkeypatch.setattr(study.os, 'cpu_count', lambda: 2)
+  monkeypatch.setattr(processes, 'run_logged', lambda command, log: commands.append(command) or 0)
+  monkeypatch.setattr(training.os, 'cpu_count', lambda: 2)
   common = ['--only', 'mingru', '--budget_file', str(budget), '--runs_dir', str(tmp_path)]
   assert study.main(['sweep', *common, '--parallel', '2']) == 0
   assert study.main(['sweep', *common]) == 0
@@ -278,7 +280,7 @@ def test_run_refuses_models_without_swept_hparams_or_with_a_stale_speed(tmp_path
   budget.write_text(json.dumps({'budget_seconds': 900, 'smoke': False, 'entries': {
       'hawk-0.8M': {'seconds_per_step': 0.5, 'steps': 1800, 'overrides': {}}}}))
   launched = []
-  monkeypatch.setattr(study, 'run_logged', lambda command, log: launched.append(command) or 0)
+  monkeypatch.setattr(processes, 'run_logged', lambda command, log: launched.append(command) or 0)
   hparams = tmp_path / 'hparams.json'
   common = ['run', '--only', 'hawk-0.8M', '--budget_file', str(budget), '--hparams_file',
             str(hparams), '--runs_dir', str(tmp_path / 'runs')]
@@ -354,7 +356,7 @@ def test_dropout_is_chosen_at_the_full_budget_and_its_winner_is_the_seed_0_run(t
         'best_val_loss': 1.45, 'best_step': 7000}))
     return 0
 
-  monkeypatch.setattr(study, 'run_logged', fake_run_logged)
+  monkeypatch.setattr(processes, 'run_logged', fake_run_logged)
   runs = tmp_path / 'runs'
   common = ['--budget_file', str(budget), '--hparams_file', str(hparams), '--runs_dir',
             str(runs)]

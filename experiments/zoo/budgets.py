@@ -1,0 +1,120 @@
+"""The budget rule's measurements: `speed` times each entry key's train steps and writes
+budget.json (seconds per step, and the steps that fill the budget); the checks that a run's
+budget is there, of its kind (smoke or real) and still times its run (its dropout)."""
+
+import datetime
+import os
+import pathlib
+import shutil
+
+from experiments.zoo import entries as plan
+from experiments.zoo import processes
+from seqlab.run import directory as rundir
+
+DEFAULT_SCRATCH = '/tmp/zoo-study-speed'  # speed measurements' runs
+
+
+def speed(args) -> int:
+  """Measures each entry key's train-step time with a short launch.py run of its config and
+  writes budget.json: seconds per step and the step count for the budget."""
+  budget_file = pathlib.Path(args.budget_file)
+  budget = plan.load(budget_file)
+  if budget and budget.get('smoke', False) != args.smoke:
+    raise SystemExit(f'error: {budget_file} holds {"smoke" if budget.get("smoke") else "real"} '
+                     'measurements; use another --budget_file')
+  hparams = plan.load(pathlib.Path(args.hparams_file))
+  keys = list(dict.fromkeys(e.key for e in plan.select(args.only)))
+  failed = []
+  budget.update(budget_seconds=args.budget, smoke=args.smoke, speed_steps=args.steps)
+  for key in keys:
+    status = measure_speed(next(e for e in plan.EVERY_ENTRY if e.key == key), budget, hparams,
+                           args)
+    if status in processes.INTERRUPTED:
+      return status
+    if status:
+      failed.append(key)
+  print(f'wrote {budget_file}')
+  return 1 if failed else 0
+
+
+def measure_speed(entry, budget: dict, hparams: dict, args) -> int:
+  """Times `entry.key` with a run of budget['speed_steps'] steps and records it in `budget`
+  (written to args.budget_file at once: a stopped `speed` keeps what it measured); returns
+  launch.py's exit status, or 1 where it gave no speed."""
+  seconds, steps = budget['budget_seconds'], budget['speed_steps']
+  scratch = pathlib.Path(args.scratch)
+  key = entry.key
+  workdir = scratch / key
+  if workdir.exists():
+    shutil.rmtree(workdir)  # a fresh measurement: never a resumed one
+  overrides = {**plan.run_overrides(entry, steps, hparams, args.smoke),
+               'eval.every_steps': steps, 'log.checkpoint_every_steps': steps,
+               'log.sample_every_steps': 10 ** 9, 'log.novelty_num_samples': 0}
+  command = plan.launch_command(entry.config(args.smoke), workdir, overrides)
+  load_before = os.getloadavg()
+  busy_before = processes.busy_cores()
+  print(f'== speed of {key}: {steps} steps', flush=True)
+  if (note := processes.quiet_note(busy_before)):
+    print(note, flush=True)
+  status = processes.run_logged(command, scratch / f'{key}.log')
+  if status in processes.INTERRUPTED:
+    return status
+  results = plan.load(workdir / rundir.RESULTS_FILENAME)
+  config = plan.load(workdir / rundir.CONFIG_FILENAME)
+  if status or not results.get('chars_per_sec'):
+    print(f'error: the speed run of {key} failed (exit status {status}); see '
+          f'{scratch / f"{key}.log"}', flush=True)
+    return status or 1
+  chars_per_step = config['data']['batch_size'] * config['data']['seq_len']
+  seconds_per_step = chars_per_step / results['chars_per_sec']
+  budget.setdefault('entries', {})[key] = {
+      'seconds_per_step': seconds_per_step,
+      'steps': max(1, int(seconds // seconds_per_step)),
+      'chars_per_sec': results['chars_per_sec'], 'chars_per_step': chars_per_step,
+      'num_params': results.get('num_params'), 'flops_per_char': results.get('flops_per_char'),
+      'measured_steps': steps, 'config': entry.config(args.smoke),
+      'overrides': {k: v for k, v in overrides.items() if k != 'train.num_steps'},
+      'measured_at': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+      'load_average_before': [round(x, 2) for x in load_before],
+      'busy_cores_before': None if busy_before is None else round(busy_before, 2),
+      'load_average_after': [round(x, 2) for x in os.getloadavg()],
+      'cpu_count': os.cpu_count(),
+  }
+  plan.write_json(pathlib.Path(args.budget_file), budget)
+  print(f'{key}: {seconds_per_step * 1e3:.1f} ms/step ({results["chars_per_sec"]:,.0f} '
+        f'chars/s) -> {budget["entries"][key]["steps"]:,} steps in {seconds:g} s', flush=True)
+  return 0
+
+
+def budget_entry(budget: dict, key: str, budget_file) -> dict | None:
+  found = budget.get('entries', {}).get(key)
+  if found is None:
+    print(f'note: {key} has no speed in {budget_file}: run `study.py speed --only {key}` '
+          'first; skipped', flush=True)
+  return found
+
+
+def check_smoke(budget: dict, smoke: bool, budget_file) -> None:
+  if not budget:
+    raise SystemExit(f'error: no {budget_file}: run `python -m experiments.zoo.study speed` '
+                     'first')
+  if budget.get('smoke', False) != smoke:
+    kind = 'smoke' if budget.get('smoke') else 'real'
+    raise SystemExit(f'error: {budget_file} holds {kind} measurements: give --smoke with a '
+                     'smoke budget file and only with one')
+
+
+def planned_steps(budget_entry: dict, scale: float, fraction: float = 1.0) -> int:
+  return max(1, round(budget_entry['steps'] * scale * fraction))
+
+
+def budget_is_stale(entry, found: dict, hparams: dict, smoke: bool) -> str | None:
+  """Why the speed measurement no longer times the entry's run (its dropout, whose random
+  masks cost time, differs from the swept one), or None."""
+  variant = plan.variant_value(entry.model, 'model', 'dropout', smoke)
+  measured = found.get('overrides', {}).get('model.dropout', variant)
+  picked = plan.hparam_overrides(entry, hparams).get('model.dropout', variant)
+  if measured != picked:
+    return f'its speed was measured with dropout {measured:g}, its run has {picked:g}'
+  return None
+
