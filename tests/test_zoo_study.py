@@ -278,11 +278,11 @@ def test_run_refuses_models_without_swept_hparams_or_with_a_stale_speed(tmp_path
                                                                        capsys):
   budget = tmp_path / 'budget.json'
   budget.write_text(json.dumps({'budget_seconds': 900, 'smoke': False, 'entries': {
-      'hawk-0.8M': {'seconds_per_step': 0.5, 'steps': 1800, 'overrides': {}}}}))
+      'hawk-5M': {'seconds_per_step': 0.5, 'steps': 1800, 'overrides': {}}}}))
   launched = []
   monkeypatch.setattr(processes, 'run_logged', lambda command, log: launched.append(command) or 0)
   hparams = tmp_path / 'hparams.json'
-  common = ['run', '--only', 'hawk-0.8M', '--budget_file', str(budget), '--hparams_file',
+  common = ['run', '--only', 'hawk-5M', '--budget_file', str(budget), '--hparams_file',
             str(hparams), '--runs_dir', str(tmp_path / 'runs')]
   with pytest.raises(SystemExit, match='no swept hyperparameters for hawk'):
     study.main(common)
@@ -327,67 +327,163 @@ def test_the_table_puts_the_extras_apart_judged_against_the_plan(tmp_path):
   assert row.endswith('| 1/1 | +0.0100: tie | best |')  # stream: LSTM seeds' 1.52 is best
 
 
+class FakeLaunch:
+  """processes.run_logged for `speed`, `dropout` and `run` without training: a speed run writes
+  `chars_per_sec[dropout]`, a run writes `final[dropout]` as its val loss; `stop` names runs
+  that stop once (SIGTERM's 143) before they finish."""
+
+  def __init__(self, final, chars_per_sec, stop=()):
+    self.final, self.chars_per_sec, self.stop = final, chars_per_sec, set(stop)
+    self.launched = []
+
+  def __call__(self, command, log):
+    workdir = pathlib.Path(command[command.index('--workdir') + 1])
+    flags = dict(a[len('--config.'):].split('=', 1) for a in command if a.startswith('--config.'))
+    self.launched.append((workdir.name, flags['model.dropout'], int(flags['train.num_steps'])))
+    if workdir.name in self.stop:
+      self.stop.discard(workdir.name)
+      return 143
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / 'config.json').write_text(json.dumps({'data': {'batch_size': 32, 'seq_len': 64}}))
+    (workdir / 'results.json').write_text(json.dumps({
+        'steps': int(flags['train.num_steps']),
+        'chars_per_sec': self.chars_per_sec[flags['model.dropout']],
+        'val_loss': self.final[flags['model.dropout']], 'eval_protocol': 'stream',
+        'val_loss_stream': self.final[flags['model.dropout']], 'val_loss_windows': 1.6,
+        'best_val_loss': 1.45, 'best_step': 7000}))
+    return 0
+
+
+def _dropout_files(tmp_path, swept_dropout=0.0, measured=None):
+  """budget.json (with the plan key's own measurement at `measured` dropout, if given) and
+  hparams.json with the LSTM's pick; the common arguments."""
+  entries_ = {}
+  if measured is not None:
+    entries_['lstm-0.8M'] = {'seconds_per_step': 0.25, 'steps': 3600,
+                             'overrides': {'model.dropout': measured}}
+  (tmp_path / 'budget.json').write_text(json.dumps({
+      'budget_seconds': 900, 'smoke': False, 'speed_steps': 150, 'entries': entries_}))
+  (tmp_path / 'hparams.json').write_text(json.dumps({'lstm': {'overrides': {
+      'optim.learning_rate': 0.01, 'model.dropout': swept_dropout}}}))
+  return ['--budget_file', str(tmp_path / 'budget.json'), '--hparams_file',
+          str(tmp_path / 'hparams.json'), '--runs_dir', str(tmp_path / 'runs')]
+
+
+FINAL = {'0.0': 1.55, '0.1': 1.49, '0.2': 1.50, '0.3': 1.40}  # 0.3: past the stop, never run
+SPEED = {'0.0': 8192.0, '0.1': 4096.0, '0.2': 4096.0, '0.3': 4096.0}  # 0.25 s, 0.5 s a step
+
+
 def test_dropout_is_chosen_at_the_full_budget_and_its_winner_is_the_seed_0_run(tmp_path,
                                                                                 monkeypatch):
   """`dropout` climbs the ladder from the sweep's dropout with seed-0 runs of the full budget,
   each timed at its own dropout, and stops at the first that does not improve; `run` then
   copies the winner as the plan's seed 0 and trains seed 1 at the chosen dropout, with the
   winner's step budget. The 5M entry keeps the sweep's dropout."""
-  budget = tmp_path / 'budget.json'
-  budget.write_text(json.dumps({'budget_seconds': 900, 'smoke': False, 'speed_steps': 150,
-                                'entries': {}}))
-  hparams = tmp_path / 'hparams.json'
-  hparams.write_text(json.dumps({'lstm': {'overrides': {'optim.learning_rate': 0.01,
-                                                        'model.dropout': 0.0}}}))
-  final = {'0.0': 1.55, '0.1': 1.49, '0.2': 1.50, '0.3': 1.40}  # 0.3: never reached
-  speed = {'0.0': 8192.0, '0.1': 4096.0, '0.2': 4096.0}  # chars/s: 0.25 s, 0.5 s a step
-  launched = []
-
-  def fake_run_logged(command, log):
-    workdir = pathlib.Path(command[command.index('--workdir') + 1])
-    flags = dict(a[len('--config.'):].split('=', 1) for a in command if a.startswith('--config.'))
-    launched.append((workdir.name, flags['model.dropout'], int(flags['train.num_steps'])))
-    workdir.mkdir(parents=True)
-    (workdir / 'config.json').write_text(json.dumps({'data': {'batch_size': 32, 'seq_len': 64}}))
-    (workdir / 'results.json').write_text(json.dumps({
-        'steps': int(flags['train.num_steps']), 'chars_per_sec': speed[flags['model.dropout']],
-        'val_loss': final[flags['model.dropout']], 'eval_protocol': 'stream',
-        'val_loss_stream': final[flags['model.dropout']], 'val_loss_windows': 1.6,
-        'best_val_loss': 1.45, 'best_step': 7000}))
-    return 0
-
-  monkeypatch.setattr(processes, 'run_logged', fake_run_logged)
-  runs = tmp_path / 'runs'
-  common = ['--budget_file', str(budget), '--hparams_file', str(hparams), '--runs_dir',
-            str(runs)]
-  assert study.main(['dropout', '--only', 'lstm', '--scratch', str(tmp_path / 'speed'),
-                     *common]) == 0
-  assert launched == [('lstm-0.8M-d0', '0.0', 150), ('lstm-0.8M-d0-s0', '0.0', 3600),
-                      ('lstm-0.8M-d0.1', '0.1', 150), ('lstm-0.8M-d0.1-s0', '0.1', 1800),
-                      ('lstm-0.8M-d0.2', '0.2', 150), ('lstm-0.8M-d0.2-s0', '0.2', 1800)]
-  chosen = json.loads(hparams.read_text())['lstm']['full_budget']
+  common = _dropout_files(tmp_path)
+  fake = FakeLaunch(FINAL, SPEED)
+  monkeypatch.setattr(processes, 'run_logged', fake)
+  monkeypatch.setattr(processes, 'busy_cores', lambda: 0.0)
+  scratch = ['--scratch', str(tmp_path / 'speed')]
+  with pytest.raises(SystemExit, match='run `dropout --only lstm` first'):
+    study.main(['run', '--only', 'lstm-0.8M-s1', *common])
+  assert study.main(['dropout', '--only', 'lstm', *scratch, *common]) == 0
+  assert fake.launched == [('lstm-0.8M-d0', '0.0', 150), ('lstm-0.8M-d0-s0', '0.0', 3600),
+                           ('lstm-0.8M-d0.1', '0.1', 150), ('lstm-0.8M-d0.1-s0', '0.1', 1800),
+                           ('lstm-0.8M-d0.2', '0.2', 150), ('lstm-0.8M-d0.2-s0', '0.2', 1800)]
+  hparams = json.loads((tmp_path / 'hparams.json').read_text())
+  chosen = hparams['lstm']['full_budget']
   assert chosen['dropout'] == 0.1 and [r['dropout'] for r in chosen['runs']] == [0.0, 0.1, 0.2]
-  assert json.loads(budget.read_text())['entries']['lstm-0.8M']['steps'] == 1800
-  # Again: every candidate is done, nothing trains, the same choice.
-  launched.clear()
-  assert study.main(['dropout', '--only', 'lstm', '--scratch', str(tmp_path / 'speed'),
-                     *common]) == 0
-  assert not launched and json.loads(hparams.read_text())['lstm']['full_budget'] == chosen
+  budget = json.loads((tmp_path / 'budget.json').read_text())['entries']
+  assert (budget['lstm-0.8M']['steps'], budget['lstm-0.8M']['copied_from']) == (1800,
+                                                                               'lstm-0.8M-d0.1')
+  # Again: every rung is done, nothing trains, the same choice.
+  fake.launched.clear()
+  assert study.main(['dropout', '--only', 'lstm', *scratch, *common]) == 0
+  assert not fake.launched
+  assert json.loads((tmp_path / 'hparams.json').read_text())['lstm']['full_budget'] == chosen
 
   assert study.main(['run', '--only', 'lstm-0.8M-s0,lstm-0.8M-s1', *common]) == 0
-  assert launched == [('lstm-0.8M-s1', '0.1', 1800)]
-  copied = runs / 'lstm-0.8M-s0'
-  assert json.loads((copied / 'results.json').read_text())['val_loss'] == 1.49
+  assert fake.launched == [('lstm-0.8M-s1', '0.1', 1800)]
+  runs = tmp_path / 'runs'
+  assert json.loads((runs / 'lstm-0.8M-s0' / 'results.json').read_text())['val_loss'] == 1.49
   assert json.loads((runs / 'lstm-0.8M-s0.json').read_text())['copied_from'].endswith(
       'dropout/lstm-0.8M-d0.1-s0')
-  five = entries.run_overrides(entries.Entry('lstm', '5M', 0), 1500,
-                               json.loads(hparams.read_text()), smoke=False)
-  assert five['model.dropout'] == 0.0
+  assert entries.run_overrides(entries.Entry('lstm', '5M', 0), 1500, hparams,
+                               smoke=False)['model.dropout'] == 0.0
+  # `speed` leaves the copied key alone: the rung is what is measured.
+  fake.launched.clear()
+  assert study.main(['speed', '--only', 'lstm-0.8M', *scratch, *common]) == 0
+  assert not fake.launched
 
 
-def test_dropout_refuses_to_write_the_studys_hparams_from_a_scaled_run():
+def test_the_dropout_ladder_resumes_reuses_the_plan_keys_speed_and_starts_at_the_sweeps(
+    tmp_path, monkeypatch):
+  """A ladder stopped mid-rung resumes there; the plan key's own measurement (dropout 0.1
+  here, the sweep's) is its rung's, not measured again; a sweep's dropout of 0.1 starts the
+  ladder at 0.1."""
+  common = _dropout_files(tmp_path, swept_dropout=0.1, measured=0.1)
+  fake = FakeLaunch({**FINAL, '0.2': 1.45}, SPEED, stop={'lstm-0.8M-d0.2-s0'})
+  monkeypatch.setattr(processes, 'run_logged', fake)
+  monkeypatch.setattr(processes, 'busy_cores', lambda: 0.0)
+  scratch = ['--scratch', str(tmp_path / 'speed')]
+  assert study.main(['dropout', '--only', 'lstm', *scratch, *common]) == 143
+  assert 'full_budget' not in json.loads((tmp_path / 'hparams.json').read_text())['lstm']
+  assert study.main(['dropout', '--only', 'lstm', *scratch, *common]) == 0
+  assert fake.launched == [('lstm-0.8M-d0.1-s0', '0.1', 3600), ('lstm-0.8M-d0.2', '0.2', 150),
+                           ('lstm-0.8M-d0.2-s0', '0.2', 1800), ('lstm-0.8M-d0.2-s0', '0.2', 1800),
+                           ('lstm-0.8M-d0.3', '0.3', 150), ('lstm-0.8M-d0.3-s0', '0.3', 1800)]
+  assert json.loads((tmp_path / 'hparams.json').read_text())['lstm']['full_budget'][
+      'dropout'] == 0.3
+  budget = json.loads((tmp_path / 'budget.json').read_text())['entries']
+  assert budget['lstm-0.8M-d0.1']['copied_from'] == 'lstm-0.8M'  # the original, kept
+
+
+def test_dropout_refuses_a_busy_machine_and_run_refuses_a_seed_0_that_is_not_the_winner(
+    tmp_path, monkeypatch, capsys):
+  common = _dropout_files(tmp_path)
+  fake = FakeLaunch(FINAL, SPEED)
+  monkeypatch.setattr(processes, 'run_logged', fake)
+  monkeypatch.setattr(processes, 'busy_cores', lambda: 1.5)
+  scratch = ['--scratch', str(tmp_path / 'speed')]
+  assert study.main(['dropout', '--only', 'lstm', *scratch, *common]) == 1
+  assert '1.50 cores busy' in capsys.readouterr().out and not fake.launched
+  assert study.main(['dropout', '--only', 'lstm', '--allow_busy', *scratch, *common]) == 0
+  # The winner's speed re-measured under the plan key (by hand): seed 0 would be another run.
+  budget_file = tmp_path / 'budget.json'
+  budget = json.loads(budget_file.read_text())
+  budget['entries']['lstm-0.8M'] = {**budget['entries']['lstm-0.8M'], 'steps': 1700}
+  budget_file.write_text(json.dumps(budget))
+  fake.launched.clear()
+  assert study.main(['run', '--only', 'lstm-0.8M-s0', *common]) == 1
+  assert 'its dropout was chosen on lstm-0.8M-d0.1-s0, whose command differs' in (
+      capsys.readouterr().out)
+  assert not fake.launched and not (tmp_path / 'runs' / 'lstm-0.8M-s0').exists()
+
+
+def test_pick_keeps_the_dropout_choice_while_the_pick_is_the_same(tmp_path, capsys):
+  runs = tmp_path / 'runs'
+  _sweep(runs / 'sweeps' / 'mingru', {'a': (0.001, 0.0, 1.60), 'b': (0.002, 0.0, 1.52),
+                                      'c': (0.004, 0.0, 1.58)})
+  hparams = tmp_path / 'hparams.json'
+  choice = {'dropout': 0.1, 'runs': []}
+  hparams.write_text(json.dumps({'mingru': {'overrides': {
+      'optim.learning_rate': 0.002, 'model.dropout': 0.0}, 'full_budget': choice}}))
+  common = ['pick', '--only', 'mingru', '--runs_dir', str(runs), '--hparams_file', str(hparams)]
+  assert study.main(common) == 0
+  assert json.loads(hparams.read_text())['mingru']['full_budget'] == choice
+  (runs / 'sweeps' / 'mingru' / 'a' / 'results.json').write_text(json.dumps({
+      'val_loss': 1.40, 'best_val_loss': 1.40, 'eval_protocol': 'stream'}))
+  assert study.main([*common, '--partial']) == 0  # another pick (at an edge: --partial)
+  assert 'full_budget' not in json.loads(hparams.read_text())['mingru']
+  assert 'run `dropout` again' in capsys.readouterr().out
+
+
+def test_a_scaled_or_smoke_dropout_choice_writes_neither_of_the_studys_files(tmp_path):
   with pytest.raises(SystemExit, match='give --hparams_file elsewhere'):
     study.main(['dropout', '--budget_scale', '0.01'])
+  with pytest.raises(SystemExit, match='give --budget_file elsewhere'):
+    study.main(['dropout', '--smoke', '--hparams_file', str(tmp_path / 'h.json'),
+                '--budget_file', str(entries.DEFAULT_BUDGET_FILE.relative_to(entries.ROOT))])
 
 
 def test_the_dropout_table_marks_the_choice():

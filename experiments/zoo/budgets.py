@@ -23,12 +23,19 @@ def speed(args) -> int:
     raise SystemExit(f'error: {budget_file} holds {"smoke" if budget.get("smoke") else "real"} '
                      'measurements; use another --budget_file')
   hparams = plan.load(pathlib.Path(args.hparams_file))
-  keys = list(dict.fromkeys(e.key for e in plan.select(args.only)))
+  selected = {}  # each key's first entry
+  for entry in plan.select(args.only):
+    selected.setdefault(entry.key, entry)
   failed = []
-  budget.update(budget_seconds=args.budget, smoke=args.smoke, speed_steps=args.steps)
-  for key in keys:
-    status = measure_speed(next(e for e in plan.EVERY_ENTRY if e.key == key), budget, hparams,
-                           args)
+  budget = plan.update_json(budget_file, lambda b: b.update(
+      budget_seconds=args.budget, smoke=args.smoke, speed_steps=args.steps))
+  for key, entry in selected.items():
+    copied = budget.get('entries', {}).get(key, {}).get('copied_from')
+    if copied:
+      print(f'note: {key}: its speed is {copied}\'s, set by `dropout`; re-measure that '
+            f'(`speed --only {copied}`) and run `dropout` again; skipped', flush=True)
+      continue
+    status = measure_speed(entry, budget, hparams, args)
     if status in processes.INTERRUPTED:
       return status
     if status:
@@ -37,10 +44,11 @@ def speed(args) -> int:
   return 1 if failed else 0
 
 
-def measure_speed(entry, budget: dict, hparams: dict, args) -> int:
+def measure_speed(entry, budget: dict, hparams: dict, args, refuse_busy: bool = False) -> int:
   """Times `entry.key` with a run of budget['speed_steps'] steps and records it in `budget`
-  (written to args.budget_file at once: a stopped `speed` keeps what it measured); returns
-  launch.py's exit status, or 1 where it gave no speed."""
+  and in args.budget_file at once (a stopped `speed` keeps what it measured); returns
+  launch.py's exit status, or 1 where it gave no speed or, with `refuse_busy`, where the
+  machine was not quiet before it."""
   seconds, steps = budget['budget_seconds'], budget['speed_steps']
   scratch = pathlib.Path(args.scratch)
   key = entry.key
@@ -55,6 +63,11 @@ def measure_speed(entry, budget: dict, hparams: dict, args) -> int:
   busy_before = processes.busy_cores()
   print(f'== speed of {key}: {steps} steps', flush=True)
   if (note := processes.quiet_note(busy_before)):
+    if refuse_busy:
+      print(f'error: {key}: {busy_before:.2f} cores busy before its speed measurement, which '
+            'would set a run\'s steps at once: stop what runs beside it and start again (or '
+            'give --allow_busy)', flush=True)
+      return 1
     print(note, flush=True)
   status = processes.run_logged(command, scratch / f'{key}.log')
   if status in processes.INTERRUPTED:
@@ -67,7 +80,7 @@ def measure_speed(entry, budget: dict, hparams: dict, args) -> int:
     return status or 1
   chars_per_step = config['data']['batch_size'] * config['data']['seq_len']
   seconds_per_step = chars_per_step / results['chars_per_sec']
-  budget.setdefault('entries', {})[key] = {
+  record = {
       'seconds_per_step': seconds_per_step,
       'steps': max(1, int(seconds // seconds_per_step)),
       'chars_per_sec': results['chars_per_sec'], 'chars_per_step': chars_per_step,
@@ -80,7 +93,8 @@ def measure_speed(entry, budget: dict, hparams: dict, args) -> int:
       'load_average_after': [round(x, 2) for x in os.getloadavg()],
       'cpu_count': os.cpu_count(),
   }
-  plan.write_json(pathlib.Path(args.budget_file), budget)
+  budget.update(plan.update_json(pathlib.Path(args.budget_file),
+                                 lambda b: b.setdefault('entries', {}).update({key: record})))
   print(f'{key}: {seconds_per_step * 1e3:.1f} ms/step ({results["chars_per_sec"]:,.0f} '
         f'chars/s) -> {budget["entries"][key]["steps"]:,} steps in {seconds:g} s', flush=True)
   return 0

@@ -146,16 +146,22 @@ def size_overrides(model: str, size: str, smoke: bool = False) -> dict:
 
 def select(only: str | None, entries=EVERY_ENTRY) -> list[Entry]:
   """`--only`: comma-separated entry names (lstm-0.8M-s0), keys (lstm-0.8M), models or sizes
-  of the plan, or names, keys or recipes of the extras (`Entry.labels`). None: the plan."""
+  of the plan, names, keys or recipes of the extras (`Entry.labels`), or keys and names of
+  dropout candidates (lstm-0.8M-d0.1). None: the plan."""
   if not only:
     return [e for e in entries if not e.recipe]
   wanted = [w.strip() for w in only.split(',') if w.strip()]
   chosen = [e for e in entries if any(w in e.labels() for w in wanted)]
-  unknown = [w for w in wanted if not any(w in e.labels() for e in entries)]
+  candidates = {label: e for e in (dropout_candidate(m, d) for m in MODELS
+                                    for d in DROPOUT_LADDER) for label in (e.key, e.name)}
+  chosen += [candidates[w] for w in dict.fromkeys(wanted) if w in candidates]
+  unknown = [w for w in wanted
+             if w not in candidates and not any(w in e.labels() for e in entries)]
   if unknown:
     raise SystemExit(f'error: --only {",".join(unknown)}: no such entry; entries: '
-                     + ', '.join(e.name for e in entries))
-  return chosen
+                     + ', '.join(e.name for e in entries)
+                     + '; dropout candidates: <model>-0.8M-d<dropout> (entries.DROPOUT_LADDER)')
+  return list(dict.fromkeys(chosen))
 
 
 def load(path: pathlib.Path) -> dict:
@@ -165,6 +171,15 @@ def load(path: pathlib.Path) -> dict:
 def write_json(path: pathlib.Path, value: dict) -> None:
   path.parent.mkdir(parents=True, exist_ok=True)
   rundir.write_atomic(path, json.dumps(value, indent=2) + '\n')
+
+
+def update_json(path: pathlib.Path, change) -> dict:
+  """Applies `change` to the file's current content and writes it: a command that runs for
+  hours does not write back what it read at its start over what others wrote since."""
+  value = load(path)
+  change(value)
+  write_json(path, value)
+  return value
 
 
 def _value(value) -> str:

@@ -168,7 +168,8 @@ def dropout_table(hparams: dict) -> list[str]:
               if run.get('best_val_loss') is not None else '-')
       windows = run.get('val_loss_windows')
       lines.append(
-          f'| {model} | {swept:g} | {run["dropout"]:g} | {fmt_count(run.get("steps"))} | '
+          f'| {model} | {"-" if swept is None else f"{swept:g}"} | {run["dropout"]:g} | '
+          f'{fmt_count(run.get("steps"))} | '
           f'{run.get("val_loss_stream") or run["val_loss"]:.4f} | '
           f'{"-" if windows is None else f"{windows:.4f}"} | {best} | '
           f'{"yes" if run["dropout"] == found["dropout"] else ""} |')

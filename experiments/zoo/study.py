@@ -43,49 +43,77 @@ from seqlab.run import directory as rundir
 
 
 def status(args) -> int:
-  """Prints every entry: its budget's steps, and how far its run is."""
+  """Prints every entry (its budget's steps, and how far its run is), then the dropout
+  ladders' rungs and choices."""
   budget_file = pathlib.Path(args.budget_file)
   budget = plan.load(budget_file)
+  hparams = plan.load(pathlib.Path(args.hparams_file))
   runs_dir = training.runs_dir_of(args)
   print(f'budget: {budget_file} ({"measured" if budget else "not measured yet"}); '
         f'runs: {runs_dir}; scale {args.budget_scale:g}')
-  print('| entry | config | size and recipe overrides | steps | ms/step | state |\n'
-        '|---|---|---|---:|---:|---|')
-  remaining = 0.0
-  for entry in plan.select(args.only):
-    found = budget.get('entries', {}).get(entry.key)
-    steps = budgets.planned_steps(found, args.budget_scale) if found else None
-    workdir = plan.run_dir(runs_dir, entry)
-    results = plan.load(workdir / rundir.RESULTS_FILENAME)
-    step = rundir.latest_step_on_disk(workdir) if workdir.is_dir() else None
-    if results and results.get('steps') == steps:
-      state = 'done'
-    elif step:
-      state = f'at step {step:,}'
-    else:
-      state = 'not started'
-    if found and state != 'done':
-      remaining += (steps - (step or 0)) * found['seconds_per_step']
-    overrides = ' '.join(f'{k}={v}' for k, v in {
-        **plan.size_overrides(entry.model, entry.size, args.smoke),
-        **plan.RECIPES.get(entry.recipe, {})}.items()) or '-'
-    ms = f'{found["seconds_per_step"] * 1e3:.1f}' if found else '-'
-    print(f'| {entry.name} | {entry.config(args.smoke)} | {overrides} | '
-          f'{report.fmt_count(steps)} | {ms} | {state} |')
-  if budget:
-    print(f'training time left: {remaining / 60:.0f} min of train steps (plus compilation, '
-          'evaluations and checkpoints)')
-  hparams = plan.load(pathlib.Path(args.hparams_file))
+  selected = plan.select(args.only)
+  models = list(dict.fromkeys(e.model for e in selected
+                              if e.size == plan.FULL_BUDGET_SIZE and not e.recipe))
+  rungs = [plan.dropout_candidate(m, d) for m in models for d in plan.DROPOUT_LADDER]
+  rungs = [e for e in rungs if e.key in budget.get('entries', {})
+           or plan.run_dir(runs_dir, e).exists()]
+  header = ('| entry | config | size and recipe overrides | steps | ms/step | state |\n'
+            '|---|---|---|---:|---:|---|')
+  print(header)
+  remaining = _status_rows(selected, budget, hparams, runs_dir, args)
+  if rungs:
+    print('\nThe dropout ladders\' rungs (`dropout`; runs in '
+          f'{runs_dir / plan.DROPOUT_SUBDIR}):\n{header}')
+    remaining += _status_rows(rungs, budget, hparams, runs_dir, args)
   choices = []
-  for model in dict.fromkeys(e.model for e in plan.select(args.only) if not e.recipe):
+  for model in models:
     found = hparams.get(model, {}).get('full_budget')
     if found:
       tried = ', '.join(f'{r["dropout"]:g}' for r in found['runs'])
       choices.append(f'{model} {found["dropout"]:g} (of {tried})')
     else:
       choices.append(f'{model} not chosen yet')
-  print(f'dropout at {plan.FULL_BUDGET_SIZE} (`dropout`): {"; ".join(choices)}')
+  if choices:
+    print(f'\ndropout at {plan.FULL_BUDGET_SIZE} (`dropout`): {"; ".join(choices)}')
+  if budget:
+    unchosen = sum(1 for m in models if 'full_budget' not in hparams.get(m, {}))
+    print(f'training time left: {remaining / 60:.0f} min of train steps (plus compilation, '
+          'evaluations and checkpoints)'
+          + (f'; plus 1-3 runs of 15 minutes for each of the {unchosen} dropout ladders not '
+             'finished (beyond the rung that becomes its seed 0, counted above)'
+             if unchosen else ''))
   return 0
+
+
+def _status_rows(entries, budget: dict, hparams: dict, runs_dir, args) -> float:
+  """Prints a row per entry; returns the seconds of train steps they have left."""
+  remaining = 0.0
+  for entry in entries:
+    found = budget.get('entries', {}).get(entry.key)
+    steps = budgets.planned_steps(found, args.budget_scale) if found else None
+    workdir = plan.run_dir(runs_dir, entry)
+    results = plan.load(workdir / rundir.RESULTS_FILENAME)
+    step = rundir.latest_step_on_disk(workdir) if workdir.is_dir() else None
+    chosen = hparams.get(entry.model, {}).get('full_budget')
+    if results and results.get('steps') == steps:
+      state = 'done'
+    elif (chosen and entry.seed == 0 and entry.size == plan.FULL_BUDGET_SIZE
+          and not entry.recipe and entry.dropout is None):
+      state = f'copied by `run` from {plan.dropout_candidate(entry.model, chosen["dropout"]).name}'
+    elif step:
+      state = f'at step {step:,}'
+    else:
+      state = 'not started'
+    if found and (state == 'not started' or state.startswith('at step')):
+      remaining += (steps - (step or 0)) * found['seconds_per_step']
+    overrides = ' '.join(f'{k}={v}' for k, v in {
+        **plan.size_overrides(entry.model, entry.size, args.smoke),
+        **plan.RECIPES.get(entry.recipe, {}),
+        **({'model.dropout': entry.dropout} if entry.dropout is not None else {})}.items()) or '-'
+    ms = f'{found["seconds_per_step"] * 1e3:.1f}' if found else '-'
+    print(f'| {entry.name} | {entry.config(args.smoke)} | {overrides} | '
+          f'{report.fmt_count(steps)} | {ms} | {state} |')
+  return remaining
 
 
 def table(args) -> int:
@@ -187,6 +215,8 @@ def parser() -> argparse.ArgumentParser:
   p = add('dropout', training.dropout, 'choose each model\'s dropout at 0.8M from full-budget runs '
           '(after `pick`; resumable)')
   p.add_argument('--scratch', default=budgets.DEFAULT_SCRATCH, help='the speed measurements\' runs')
+  p.add_argument('--allow_busy', action='store_true', help='measure a rung\'s speed even when '
+                 'the machine is not quiet (its steps would be off)')
   p = add('run', training.run, 'train the entries (resumable)')
   p.add_argument('--unswept', action='store_true', help='run models that have no swept '
                  'hyperparameters in hparams.json with their configs/zoo.py variant\'s')

@@ -97,14 +97,23 @@ def pick(args) -> int:
             'at the edge of the swept ones: not picked; widen it by a factor of 2 that way '
             '(sweep_config.WIDENED) and sweep again')
       continue
+    overrides = {'optim.learning_rate': config['optim']['learning_rate'],
+                 'model.dropout': config['model']['dropout']}
+    kept = {}
+    if (chosen := hparams.get(model, {}).get('full_budget')):
+      if hparams[model].get('overrides') == overrides:
+        kept = {'full_budget': chosen}
+      else:
+        print(f'note: {model}: the pick changed, so its full-budget dropout choice (made at '
+              'the old one) is dropped: run `dropout` again')
     hparams[model] = {
-        'overrides': {'optim.learning_rate': config['optim']['learning_rate'],
-                      'model.dropout': config['model']['dropout']},
+        'overrides': overrides,
         'trial': best['trial'], 'val_loss': best['val_loss'],
         'protocol': (plan.load(sweep_dir / best['trial'] / rundir.RESULTS_FILENAME)
                      .get('eval_protocol')),
         'sweep_steps': config['train']['num_steps'], 'trials_done': len(done),
         'ranking': [(r['trial'], r['val_loss']) for r in sorted(done, key=lambda r: r['val_loss'])],
+        **kept,
     }
     lines.append(f'{model}: {best["trial"]} (val loss {best["val_loss"]:.4f})')
   plan.write_json(hparams_file, hparams)
@@ -116,15 +125,23 @@ def dropout(args) -> int:
   """Chooses each selected model's dropout at 0.8M from seed-0 runs of the full budget at its
   swept learning rate (entries.DROPOUT_LADDER, climbing from the sweep's dropout while the final
   val loss improves), into hparams.json's `full_budget`; the winner's speed becomes the model's
-  0.8M budget, and its run the model's seed-0 entry (`run` copies it)."""
+  0.8M budget, and its run the model's seed-0 entry (`run` copies it). Resumable: finished
+  rungs are skipped, a stopped one resumes."""
   budget_file, hparams_file = pathlib.Path(args.budget_file), pathlib.Path(args.hparams_file)
+  if args.smoke or args.budget_scale != 1:
+    for given, default in ((hparams_file, plan.DEFAULT_HPARAMS_FILE),
+                           (budget_file, plan.DEFAULT_BUDGET_FILE)):
+      if given.resolve() == default.resolve():
+        raise SystemExit(f'error: a smoke or scaled dropout choice would write the study\'s '
+                         f'{default.name}: give --{default.stem}_file elsewhere')
   budget = plan.load(budget_file)
   budgets.check_smoke(budget, args.smoke, budget_file)
-  if (args.smoke or args.budget_scale != 1) and hparams_file == plan.DEFAULT_HPARAMS_FILE:
-    raise SystemExit('error: a smoke or scaled dropout choice would write the study\'s '
-                     f'{hparams_file}: give --hparams_file elsewhere')
   hparams = plan.load(hparams_file)
-  models = list(dict.fromkeys(e.model for e in plan.select(args.only) if not e.recipe))
+  models = list(dict.fromkeys(e.model for e in plan.select(args.only)
+                              if e.size == plan.FULL_BUDGET_SIZE and not e.recipe))
+  if not models:
+    print(f'note: nothing to do: dropout is chosen for the plan\'s {plan.FULL_BUDGET_SIZE} '
+          'models (--only MODEL)')
   failed = []
   for model in models:
     if model not in hparams:
@@ -132,45 +149,69 @@ def dropout(args) -> int:
             '`pick` first; skipped', flush=True)
       failed.append(model)
       continue
-    swept = hparams[model]['overrides'].get(
-        'model.dropout', plan.variant_value(model, 'model', 'dropout', args.smoke))
-    tried = {}
-    for rate in [d for d in plan.DROPOUT_LADDER if d >= swept]:
-      candidate = plan.dropout_candidate(model, rate)
-      found = budget.get('entries', {}).get(candidate.key)
-      if found is None or budgets.budget_is_stale(candidate, found, hparams, args.smoke):
-        status = budgets.measure_speed(candidate, budget, hparams, args)
-        if status:
-          return status if status in processes.INTERRUPTED else 1
-      status = run_entry(candidate, budget, hparams, args)
-      if status:
-        return status if status in processes.INTERRUPTED else 1
-      results = plan.load(plan.run_dir(runs_dir_of(args), candidate) / rundir.RESULTS_FILENAME)
-      tried[rate] = results
-      losses = {d: r['val_loss'] for d, r in tried.items()}
-      print(f'{model}: dropout {rate:g} -> val loss {results["val_loss"]:.4f} '
-            f'({results.get("eval_protocol")})', flush=True)
-      if len(tried) > 1 and losses[rate] >= min(losses[d] for d in tried if d != rate):
-        break  # no better than a lower dropout: higher ones would overfit less and fit worse
-    best = min(tried, key=lambda d: tried[d]['val_loss'])
-    hparams[model]['full_budget'] = {
-        'dropout': best, 'size': plan.FULL_BUDGET_SIZE, 'seed': 0,
-        'protocol': tried[best].get('eval_protocol'),
-        'runs': [{'dropout': d, 'run': plan.dropout_candidate(model, d).name,
-                  'steps': r.get('steps'), 'val_loss': r['val_loss'],
-                  'val_loss_stream': r.get('val_loss_stream'),
-                  'val_loss_windows': r.get('val_loss_windows'),
-                  'best_val_loss': r.get('best_val_loss'), 'best_step': r.get('best_step'),
-                  'train_time': r.get('train_time')} for d, r in tried.items()]}
-    plan.write_json(hparams_file, hparams)
-    key = f'{model}-{plan.FULL_BUDGET_SIZE}'
-    winner = plan.dropout_candidate(model, best).key
-    budget['entries'][key] = {**budget['entries'][winner], 'copied_from': winner}
-    plan.write_json(budget_file, budget)
-    print(f'{model}: dropout {best:g} at the full budget (tried '
-          f'{", ".join(f"{d:g}" for d in tried)}); wrote {hparams_file} and {key} in '
-          f'{budget_file}', flush=True)
+    status = _climb(model, budget, hparams, args)
+    if status in processes.INTERRUPTED:
+      return status
+    if status:
+      failed.append(model)
+  if failed:
+    print(f'not chosen: {", ".join(failed)}')
   return 1 if failed else 0
+
+
+def _climb(model: str, budget: dict, hparams: dict, args) -> int:
+  """One model's dropout ladder (see `dropout`): 0, or the status that stopped it."""
+  budget_file, hparams_file = pathlib.Path(args.budget_file), pathlib.Path(args.hparams_file)
+  key = f'{model}-{plan.FULL_BUDGET_SIZE}'
+  variant = plan.variant_value(model, 'model', 'dropout', args.smoke)
+  swept = hparams[model]['overrides'].get('model.dropout', variant)
+  # The plan key's own measurement (made before `dropout`) is its dropout's rung: kept under
+  # the rung's key, not measured again (measurements differ by up to 8%).
+  own = budget.get('entries', {}).get(key)
+  if own and not own.get('copied_from'):
+    rung = plan.dropout_candidate(model, own.get('overrides', {}).get('model.dropout', variant))
+    if rung.dropout in plan.DROPOUT_LADDER or rung.dropout == swept:
+      budget.update(plan.update_json(budget_file, lambda b: b['entries'].setdefault(
+          rung.key, {**own, 'copied_from': key})))
+  tried = {}
+  for rate in sorted({swept} | {d for d in plan.DROPOUT_LADDER if d > swept}):
+    candidate = plan.dropout_candidate(model, rate)
+    found = budget.get('entries', {}).get(candidate.key)
+    if found is None or budgets.budget_is_stale(candidate, found, hparams, args.smoke):
+      status = budgets.measure_speed(candidate, budget, hparams, args,
+                                     refuse_busy=not args.allow_busy)
+      if status:
+        return status
+    status = run_entry(candidate, budget, hparams, args)
+    if status:
+      return status
+    tried[rate] = plan.load(plan.run_dir(runs_dir_of(args), candidate) /
+                            rundir.RESULTS_FILENAME)
+    losses = {d: r['val_loss'] for d, r in tried.items()}
+    print(f'{model}: dropout {rate:g} -> val loss {losses[rate]:.4f} '
+          f'({tried[rate].get("eval_protocol")})', flush=True)
+    if len(tried) > 1 and losses[rate] >= min(losses[d] for d in tried if d != rate):
+      break  # no better than a lower dropout: the rule takes it that more would not be either
+  best = min(tried, key=lambda d: tried[d]['val_loss'])
+  choice = {
+      'dropout': best, 'size': plan.FULL_BUDGET_SIZE, 'seed': 0,
+      'protocol': tried[best].get('eval_protocol'),
+      'runs': [{'dropout': d, 'run': plan.dropout_candidate(model, d).name,
+                'steps': r.get('steps'), 'val_loss': r['val_loss'],
+                'val_loss_stream': r.get('val_loss_stream'),
+                'val_loss_windows': r.get('val_loss_windows'),
+                'best_val_loss': r.get('best_val_loss'), 'best_step': r.get('best_step'),
+                'train_time': r.get('train_time')} for d, r in tried.items()]}
+  hparams[model]['full_budget'] = choice
+  plan.update_json(hparams_file, lambda h: h.setdefault(model, hparams[model]).update(
+      full_budget=choice))
+  winner = plan.dropout_candidate(model, best).key
+  budget.update(plan.update_json(budget_file, lambda b: b['entries'].update(
+      {key: {**b['entries'][winner], 'copied_from': winner}})))
+  print(f'{model}: dropout {best:g} at the full budget (tried '
+        f'{", ".join(f"{d:g}" for d in tried)}); wrote {hparams_file} and {key} in '
+        f'{budget_file}', flush=True)
+  return 0
 
 
 def run(args) -> int:
@@ -185,6 +226,14 @@ def run(args) -> int:
     raise SystemExit(f'error: no swept hyperparameters for {", ".join(missing)} in '
                      f'{args.hparams_file}: run `sweep` and `pick` first (or give --unswept to '
                      'train with configs/zoo.py\'s, which is not the study)')
+  unchosen = sorted({e.model for e in selected if e.size == plan.FULL_BUDGET_SIZE
+                      and e.dropout is None and e.model in hparams
+                      and 'full_budget' not in hparams[e.model]})
+  if unchosen and not (args.unswept or args.smoke):
+    raise SystemExit(f'error: no full-budget dropout for {", ".join(unchosen)} in '
+                     f'{args.hparams_file}: run `dropout --only {",".join(unchosen)}` first '
+                     '(its 0.8M runs train at that dropout; --unswept trains at the sweep\'s, '
+                     'which is not the study)')
   failed = []
   for entry in selected:
     status = run_entry(entry, budget, hparams, args)
@@ -236,15 +285,22 @@ def run_entry(entry, budget: dict, hparams: dict, args) -> int:
       'seconds_per_step': found['seconds_per_step'], 'speed_measured_at': found.get(
           'measured_at'), 'hparams': hparams.get(entry.model),
       'started_at': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}
-  if not record and not workdir.exists() and (source := _winning_candidate(
-      entry, command, hparams, runs_dir_of(args))):
-    shutil.copytree(source, workdir, ignore=shutil.ignore_patterns('checkpoints', '*.log',
-                                                                   '.lock'))
-    plan.write_json(record_file, {**new_record, 'copied_from': str(
-        source.relative_to(ROOT) if source.is_relative_to(ROOT) else source)})
-    print(f'{entry.name}: the full-budget dropout choice\'s winning run, {source.name}, '
-          'copied (the same command but its directory)', flush=True)
-    return 0
+  if (not record or record.get('copied_from')) and not workdir.exists():
+    source, why = _winning_candidate(entry, command, hparams, runs_dir_of(args))
+    if why:
+      print(f'error: {entry.name}: {why}', flush=True)
+      return 1
+    if source:
+      staging = workdir.with_name(f'.{entry.name}.copying')
+      shutil.rmtree(staging, ignore_errors=True)
+      shutil.copytree(source, staging, ignore=shutil.ignore_patterns('checkpoints', '*.log',
+                                                                     '.lock'))
+      plan.write_json(record_file, {**new_record, 'copied_from': str(
+          source.relative_to(ROOT) if source.is_relative_to(ROOT) else source)})
+      staging.rename(workdir)  # last: a stop before it copies again, never trains
+      print(f'{entry.name}: the full-budget dropout choice\'s winning run, {source.name}, '
+            'copied (the same command but its directory)', flush=True)
+      return 0
   if not record:
     plan.write_json(record_file, new_record)
   step = rundir.latest_step_on_disk(workdir) if workdir.is_dir() else None
@@ -263,22 +319,26 @@ def run_entry(entry, budget: dict, hparams: dict, args) -> int:
   return status
 
 
-def _winning_candidate(entry, command: list[str], hparams: dict,
-                       runs_dir: pathlib.Path) -> pathlib.Path | None:
+def _winning_candidate(entry, command: list[str], hparams: dict, runs_dir: pathlib.Path
+                       ) -> tuple[pathlib.Path | None, str | None]:
   """The finished dropout-choice run that is this plan entry's run (seed 0 at 0.8M, the chosen
-  dropout, the same command but for its workdir), or None."""
+  dropout, the same command but for its workdir), and why not where it should be one but is
+  not (the entry must not train a run other than the one its dropout was chosen on)."""
   chosen = hparams.get(entry.model, {}).get('full_budget', {}).get('dropout')
-  if (chosen is None or entry.recipe or entry.dropout is not None
-      or entry.size != plan.FULL_BUDGET_SIZE):
-    return None
-  candidate = plan.dropout_candidate(entry.model, chosen)
-  if candidate.seed != entry.seed:
-    return None
+  candidate = plan.dropout_candidate(entry.model, chosen) if chosen is not None else None
+  if (candidate is None or entry.recipe or entry.dropout is not None
+      or entry.size != plan.FULL_BUDGET_SIZE or entry.seed != candidate.seed):
+    return None, None
   source = plan.run_dir(runs_dir, candidate)
   record = plan.load(source.with_name(f'{candidate.name}.json'))
   if not record or not plan.load(source / rundir.RESULTS_FILENAME):
-    return None
+    return None, (f'its dropout was chosen on {candidate.name}, which is not finished in '
+                  f'{source.parent}: run `dropout --only {entry.model}`')
   theirs, ours = record['command'][1:], command[1:]
   i = ours.index('--workdir') + 1
-  return source if theirs[:i] + theirs[i + 1:] == ours[:i] + ours[i + 1:] else None
-
+  if theirs[:i] + theirs[i + 1:] != ours[:i] + ours[i + 1:]:
+    return None, (f'its dropout was chosen on {candidate.name}, whose command differs from '
+                  f'this one but for its directory:\n  {" ".join(theirs)}\nnow:\n  '
+                  f'{" ".join(ours)}\n(a speed measured since?) run `dropout --only '
+                  f'{entry.model}` again')
+  return source, None
