@@ -370,7 +370,7 @@ def _dropout_files(tmp_path, swept_dropout=0.0, measured=None):
 
 
 FINAL = {'0.0': 1.55, '0.1': 1.49, '0.2': 1.50, '0.3': 1.40}  # 0.3: past the stop, never run
-SPEED = {'0.0': 8192.0, '0.1': 4096.0, '0.2': 4096.0, '0.3': 4096.0}  # 0.25 s, 0.5 s a step
+SPEED = {'0.0': 8192.0, '0.1': 4096.0, '0.2': 2048.0, '0.3': 2048.0}  # 0.25, 0.5, 1 s a step
 
 
 def test_dropout_is_chosen_at_the_full_budget_and_its_winner_is_the_seed_0_run(tmp_path,
@@ -387,9 +387,11 @@ def test_dropout_is_chosen_at_the_full_budget_and_its_winner_is_the_seed_0_run(t
   with pytest.raises(SystemExit, match='run `dropout --only lstm` first'):
     study.main(['run', '--only', 'lstm-0.8M-s1', *common])
   assert study.main(['dropout', '--only', 'lstm', *scratch, *common]) == 0
+  # The first rung timed alone, the others in pairs with it (their ratio sets their steps).
+  pair = lambda rung: [('lstm-0.8M-d0', '0.0', 150), (f'lstm-0.8M-d{rung}', rung, 150)] * 2
   assert fake.launched == [('lstm-0.8M-d0', '0.0', 150), ('lstm-0.8M-d0-s0', '0.0', 3600),
-                           ('lstm-0.8M-d0.1', '0.1', 150), ('lstm-0.8M-d0.1-s0', '0.1', 1800),
-                           ('lstm-0.8M-d0.2', '0.2', 150), ('lstm-0.8M-d0.2-s0', '0.2', 1800)]
+                           *pair('0.1'), ('lstm-0.8M-d0.1-s0', '0.1', 1800),
+                           *pair('0.2'), ('lstm-0.8M-d0.2-s0', '0.2', 900)]
   hparams = json.loads((tmp_path / 'hparams.json').read_text())
   chosen = hparams['lstm']['full_budget']
   assert chosen['dropout'] == 0.1 and [r['dropout'] for r in chosen['runs']] == [0.0, 0.1, 0.2]
@@ -429,13 +431,18 @@ def test_the_dropout_ladder_resumes_reuses_the_plan_keys_speed_and_starts_at_the
   assert study.main(['dropout', '--only', 'lstm', *scratch, *common]) == 143
   assert 'full_budget' not in json.loads((tmp_path / 'hparams.json').read_text())['lstm']
   assert study.main(['dropout', '--only', 'lstm', *scratch, *common]) == 0
-  assert fake.launched == [('lstm-0.8M-d0.1-s0', '0.1', 3600), ('lstm-0.8M-d0.2', '0.2', 150),
+  # Rungs timed against the plan key's 0.25 s a step, by their ratio to it in this sitting
+  # (0.5 s here for its dropout 0.1, 1 s for 0.2 and 0.3): 0.5 s, 1,800 steps.
+  pair = lambda rung: [('lstm-0.8M-d0.1', '0.1', 150), (f'lstm-0.8M-d{rung}', rung, 150)] * 2
+  assert fake.launched == [('lstm-0.8M-d0.1-s0', '0.1', 3600), *pair('0.2'),
                            ('lstm-0.8M-d0.2-s0', '0.2', 1800), ('lstm-0.8M-d0.2-s0', '0.2', 1800),
-                           ('lstm-0.8M-d0.3', '0.3', 150), ('lstm-0.8M-d0.3-s0', '0.3', 1800)]
+                           *pair('0.3'), ('lstm-0.8M-d0.3-s0', '0.3', 1800)]
   assert json.loads((tmp_path / 'hparams.json').read_text())['lstm']['full_budget'][
       'dropout'] == 0.3
   budget = json.loads((tmp_path / 'budget.json').read_text())['entries']
   assert budget['lstm-0.8M-d0.1']['copied_from'] == 'lstm-0.8M'  # the original, kept
+  assert (budget['lstm-0.8M-d0.3']['relative_to'], budget['lstm-0.8M-d0.3']['ratio']) == (
+      'lstm-0.8M-d0.1', 2.0)
 
 
 def test_dropout_refuses_a_busy_machine_and_run_refuses_a_seed_0_that_is_not_the_winner(

@@ -49,7 +49,56 @@ def measure_speed(entry, budget: dict, hparams: dict, args, refuse_busy: bool = 
   and in args.budget_file at once (a stopped `speed` keeps what it measured); returns
   launch.py's exit status, or 1 where it gave no speed or, with `refuse_busy`, where the
   machine was not quiet before it."""
-  seconds, steps = budget['budget_seconds'], budget['speed_steps']
+  status, record = _timed(entry, budget['speed_steps'], hparams, args, refuse_busy)
+  if status:
+    return status
+  _record(entry.key, {**record, 'steps': max(1, int(budget['budget_seconds'] //
+                                                    record['seconds_per_step']))}, budget, args)
+  return 0
+
+
+def measure_relative_speed(entry, reference, budget: dict, hparams: dict, args,
+                           refuse_busy: bool = False, pairs: int = 2) -> int:
+  """Times `entry` against `reference` (whose seconds per step budget.json has, from the
+  study's `speed` sitting) in `pairs` back-to-back pairs, and records `entry.key` at the
+  reference's seconds per step times the measured ratio. This machine's speed drifts by 10-20%
+  over tens of minutes (a dropout rung measured 11.6k chars/s, the next rung 17 minutes later
+  14.0k), while the two runs of a pair agree within a few percent: a ratio taken in one sitting
+  keeps a rung's budget on the same footing as its reference's."""
+  base = budget['entries'][reference.key]
+  times = {entry.key: [], reference.key: []}
+  for _ in range(pairs):
+    for timed in (reference, entry):
+      status, record = _timed(timed, budget['speed_steps'], hparams, args, refuse_busy)
+      if status:
+        return status
+      times[timed.key].append(record['seconds_per_step'])
+      if timed is entry:
+        last = record
+  ratio = sum(times[entry.key]) / sum(times[reference.key])
+  seconds_per_step = base['seconds_per_step'] * ratio
+  _record(entry.key, {
+      **last, 'seconds_per_step': seconds_per_step,
+      'steps': max(1, int(budget['budget_seconds'] // seconds_per_step)),
+      'chars_per_sec': last['chars_per_step'] / seconds_per_step,
+      'relative_to': reference.key, 'ratio': ratio, 'pairs': [
+          {'reference': r, 'entry': e} for r, e in zip(times[reference.key], times[entry.key])]},
+          budget, args)
+  return 0
+
+
+def _record(key: str, record: dict, budget: dict, args) -> None:
+  budget.update(plan.update_json(pathlib.Path(args.budget_file),
+                                 lambda b: b.setdefault('entries', {}).update({key: record})))
+  print(f'{key}: {record["seconds_per_step"] * 1e3:.1f} ms/step '
+        + (f'({record["ratio"]:.3f} x {record["relative_to"]}\'s) '
+           if 'ratio' in record else f'({record["chars_per_sec"]:,.0f} chars/s) ')
+        + f'-> {record["steps"]:,} steps in {budget["budget_seconds"]:g} s', flush=True)
+
+
+def _timed(entry, steps: int, hparams: dict, args, refuse_busy: bool) -> tuple[int, dict]:
+  """One speed run of `steps` steps of the entry's command: (launch.py's status, or 1 where
+  it gave no speed or the machine was busy with `refuse_busy`; the measurement)."""
   scratch = pathlib.Path(args.scratch)
   key = entry.key
   workdir = scratch / key
@@ -67,22 +116,20 @@ def measure_speed(entry, budget: dict, hparams: dict, args, refuse_busy: bool = 
       print(f'error: {key}: {busy_before:.2f} cores busy before its speed measurement, which '
             'would set a run\'s steps at once: stop what runs beside it and start again (or '
             'give --allow_busy)', flush=True)
-      return 1
+      return 1, {}
     print(note, flush=True)
   status = processes.run_logged(command, scratch / f'{key}.log')
   if status in processes.INTERRUPTED:
-    return status
+    return status, {}
   results = plan.load(workdir / rundir.RESULTS_FILENAME)
   config = plan.load(workdir / rundir.CONFIG_FILENAME)
   if status or not results.get('chars_per_sec'):
     print(f'error: the speed run of {key} failed (exit status {status}); see '
           f'{scratch / f"{key}.log"}', flush=True)
-    return status or 1
+    return status or 1, {}
   chars_per_step = config['data']['batch_size'] * config['data']['seq_len']
-  seconds_per_step = chars_per_step / results['chars_per_sec']
-  record = {
-      'seconds_per_step': seconds_per_step,
-      'steps': max(1, int(seconds // seconds_per_step)),
+  return 0, {
+      'seconds_per_step': chars_per_step / results['chars_per_sec'],
       'chars_per_sec': results['chars_per_sec'], 'chars_per_step': chars_per_step,
       'num_params': results.get('num_params'), 'flops_per_char': results.get('flops_per_char'),
       'measured_steps': steps, 'config': entry.config(args.smoke),
@@ -93,11 +140,6 @@ def measure_speed(entry, budget: dict, hparams: dict, args, refuse_busy: bool = 
       'load_average_after': [round(x, 2) for x in os.getloadavg()],
       'cpu_count': os.cpu_count(),
   }
-  budget.update(plan.update_json(pathlib.Path(args.budget_file),
-                                 lambda b: b.setdefault('entries', {}).update({key: record})))
-  print(f'{key}: {seconds_per_step * 1e3:.1f} ms/step ({results["chars_per_sec"]:,.0f} '
-        f'chars/s) -> {budget["entries"][key]["steps"]:,} steps in {seconds:g} s', flush=True)
-  return 0
 
 
 def budget_entry(budget: dict, key: str, budget_file) -> dict | None:

@@ -165,23 +165,35 @@ def _climb(model: str, budget: dict, hparams: dict, args) -> int:
   key = f'{model}-{plan.FULL_BUDGET_SIZE}'
   variant = plan.variant_value(model, 'model', 'dropout', args.smoke)
   swept = hparams[model]['overrides'].get('model.dropout', variant)
-  # The plan key's own measurement (made before `dropout`) is its dropout's rung: kept under
-  # the rung's key, not measured again (measurements differ by up to 8%).
+  # The plan key's own measurement (from the study's `speed` sitting) is its dropout's rung,
+  # kept under the rung's key, and the reference that the other rungs are timed against.
   own = budget.get('entries', {}).get(key)
+  reference = None
   if own and not own.get('copied_from'):
-    rung = plan.dropout_candidate(model, own.get('overrides', {}).get('model.dropout', variant))
-    if rung.dropout in plan.DROPOUT_LADDER or rung.dropout == swept:
-      budget.update(plan.update_json(budget_file, lambda b: b['entries'].setdefault(
-          rung.key, {**own, 'copied_from': key})))
+    reference = plan.dropout_candidate(
+        model, own.get('overrides', {}).get('model.dropout', variant))
+    budget.update(plan.update_json(budget_file, lambda b: b['entries'].setdefault(
+        reference.key, {**own, 'copied_from': key})))
+  else:  # chosen before: the plan key is the winner's copy; the reference is kept as a rung
+    reference = next((c for c in (plan.dropout_candidate(model, d) for d in plan.DROPOUT_LADDER)
+                      if budget.get('entries', {}).get(c.key, {}).get('copied_from') == key),
+                     None)
   tried = {}
   for rate in sorted({swept} | {d for d in plan.DROPOUT_LADDER if d > swept}):
     candidate = plan.dropout_candidate(model, rate)
     found = budget.get('entries', {}).get(candidate.key)
-    if found is None or budgets.budget_is_stale(candidate, found, hparams, args.smoke):
-      status = budgets.measure_speed(candidate, budget, hparams, args,
-                                     refuse_busy=not args.allow_busy)
+    relative = reference is not None and candidate != reference
+    if (found is None or budgets.budget_is_stale(candidate, found, hparams, args.smoke)
+        or (relative and found.get('relative_to') != reference.key)):
+      if relative:
+        status = budgets.measure_relative_speed(candidate, reference, budget, hparams, args,
+                                                refuse_busy=not args.allow_busy)
+      else:
+        status = budgets.measure_speed(candidate, budget, hparams, args,
+                                       refuse_busy=not args.allow_busy)
       if status:
         return status
+    reference = reference or candidate  # no plan-key measurement: the first rung is the one
     status = run_entry(candidate, budget, hparams, args)
     if status:
       return status
