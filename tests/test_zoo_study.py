@@ -504,3 +504,12 @@ def test_the_dropout_table_marks_the_choice():
   assert rows[2:] == ['| lstm | 0 | 0 | 8,721 | 1.5568 | 1.5833 | 1.5449 (5,238) |  |',
                       '| lstm | 0 | 0.1 | 7,850 | 1.4855 | - | - | yes |']
   assert report.dropout_table({'gpt': {'overrides': {}}}) == []
+
+
+def test_each_carries_on_past_a_failure_and_stops_at_an_interruption(capsys):
+  seen = []
+  step = lambda status: seen.append(status) or status
+  assert processes.each([('a', 0), ('b', 1), ('c', 0)], step) == 1
+  assert 'not finished: b' in capsys.readouterr().out and seen == [0, 1, 0]
+  seen.clear()
+  assert processes.each([('a', 1), ('b', 143), ('c', 0)], step) == 143 and seen == [1, 143]

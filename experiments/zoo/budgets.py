@@ -26,22 +26,20 @@ def speed(args) -> int:
   selected = {}  # each key's first entry
   for entry in plan.select(args.only):
     selected.setdefault(entry.key, entry)
-  failed = []
   budget = plan.update_json(budget_file, lambda b: b.update(
       budget_seconds=args.budget, smoke=args.smoke, speed_steps=args.steps))
-  for key, entry in selected.items():
-    copied = budget.get('entries', {}).get(key, {}).get('copied_from')
+
+  def measure(entry) -> int:
+    copied = budget.get('entries', {}).get(entry.key, {}).get('copied_from')
     if copied:
-      print(f'note: {key}: its speed is {copied}\'s, set by `dropout`; re-measure that '
+      print(f'note: {entry.key}: its speed is {copied}\'s, set by `dropout`; re-measure that '
             f'(`speed --only {copied}`) and run `dropout` again; skipped', flush=True)
-      continue
-    status = measure_speed(entry, budget, hparams, args)
-    if status in processes.INTERRUPTED:
-      return status
-    if status:
-      failed.append(key)
+      return 0
+    return measure_speed(entry, budget, hparams, args)
+
+  status = processes.each(selected.items(), measure)
   print(f'wrote {budget_file}')
-  return 1 if failed else 0
+  return status
 
 
 def measure_speed(entry, budget: dict, hparams: dict, args, refuse_busy: bool = False) -> int:

@@ -61,3 +61,18 @@ def quiet_note(busy: float | None) -> str | None:
             'and this speed is not the model\'s (measure again when it is)')
   return None
 
+
+def each(named_items, step, unfinished: str = 'not finished') -> int:
+  """Calls `step(item)` for each (name, item) in turn: stops at the first that was interrupted
+  (returning its status: the command resumes when run again), carries on past one that failed
+  (nonzero), and returns 1 where any failed, after naming them."""
+  failed = []
+  for name, item in named_items:
+    status = step(item)
+    if status in INTERRUPTED:
+      return status
+    if status:
+      failed.append(name)
+  if failed:
+    print(f'{unfinished}: {", ".join(failed)}')
+  return 1 if failed else 0

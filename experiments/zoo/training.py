@@ -37,12 +37,11 @@ def sweep(args) -> int:
   runs_dir = runs_dir_of(args)
   models = list(dict.fromkeys(e.model for e in plan.select(args.only)
                               if e.size == '0.8M' and not e.recipe))
-  failed = []
-  for model in models:
+
+  def sweep_one(model: str) -> int:
     found = budgets.budget_entry(budget, f'{model}-0.8M', budget_file)
     if found is None:
-      failed.append(model)
-      continue
+      return 1
     steps = budgets.planned_steps(found, args.budget_scale, plan.SWEEP_FRACTION)
     every = max(1, steps // plan.EVALS_PER_RUN)
     config = f'experiments/zoo/sweep_config.py:{model}' + (',smoke' if args.smoke else '')
@@ -56,14 +55,9 @@ def sweep(args) -> int:
         **plan.warmup_overrides(model, steps, args.smoke), **devices}, sweep=True,
         fused=args.fused, parallel=args.parallel)
     print(f'== sweep of {model} at 0.8M: {steps} steps per trial', flush=True)
-    status = processes.run_logged(command, runs_dir / 'sweeps' / f'{model}.log')
-    if status in processes.INTERRUPTED:
-      return status
-    if status:
-      failed.append(model)
-  if failed:
-    print(f'not finished: {", ".join(failed)}')
-  return 1 if failed else 0
+    return processes.run_logged(command, runs_dir / 'sweeps' / f'{model}.log')
+
+  return processes.each(((m, m) for m in models), sweep_one)
 
 
 def pick(args) -> int:
@@ -142,21 +136,15 @@ def dropout(args) -> int:
   if not models:
     print(f'note: nothing to do: dropout is chosen for the plan\'s {plan.FULL_BUDGET_SIZE} '
           'models (--only MODEL)')
-  failed = []
-  for model in models:
+
+  def climb(model: str) -> int:
     if model not in hparams:
       print(f'note: {model} has no swept hyperparameters in {hparams_file}: run `sweep` and '
             '`pick` first; skipped', flush=True)
-      failed.append(model)
-      continue
-    status = _climb(model, budget, hparams, args)
-    if status in processes.INTERRUPTED:
-      return status
-    if status:
-      failed.append(model)
-  if failed:
-    print(f'not chosen: {", ".join(failed)}')
-  return 1 if failed else 0
+      return 1
+    return _climb(model, budget, hparams, args)
+
+  return processes.each(((m, m) for m in models), climb, 'not chosen')
 
 
 def _climb(model: str, budget: dict, hparams: dict, args) -> int:
@@ -246,16 +234,8 @@ def run(args) -> int:
                      f'{args.hparams_file}: run `dropout --only {",".join(unchosen)}` first '
                      '(its 0.8M runs train at that dropout; --unswept trains at the sweep\'s, '
                      'which is not the study)')
-  failed = []
-  for entry in selected:
-    status = run_entry(entry, budget, hparams, args)
-    if status in processes.INTERRUPTED:
-      return status
-    if status:
-      failed.append(entry.name)
-  if failed:
-    print(f'not finished: {", ".join(failed)}')
-  return 1 if failed else 0
+  return processes.each(((e.name, e) for e in selected),
+                        lambda entry: run_entry(entry, budget, hparams, args))
 
 
 def run_entry(entry, budget: dict, hparams: dict, args) -> int:
