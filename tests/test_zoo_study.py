@@ -8,6 +8,7 @@ import pathlib
 import pytest
 
 from conftest import run_command
+from experiments.zoo import budgets
 from experiments.zoo import entries
 from experiments.zoo import processes
 from experiments.zoo import report
@@ -388,7 +389,9 @@ def test_dropout_is_chosen_at_the_full_budget_and_its_winner_is_the_seed_0_run(t
     study.main(['run', '--only', 'lstm-0.8M-s1', *common])
   assert study.main(['dropout', '--only', 'lstm', *scratch, *common]) == 0
   # The first rung timed alone, the others in pairs with it (their ratio sets their steps).
-  pair = lambda rung: [('lstm-0.8M-d0', '0.0', 150), (f'lstm-0.8M-d{rung}', rung, 150)] * 2
+  pair = lambda rung: [('lstm-0.8M-d0', '0.0', 150), (f'lstm-0.8M-d{rung}', rung, 150),
+                       (f'lstm-0.8M-d{rung}', rung, 150), ('lstm-0.8M-d0', '0.0', 150),
+                       ('lstm-0.8M-d0', '0.0', 150), (f'lstm-0.8M-d{rung}', rung, 150)]
   assert fake.launched == [('lstm-0.8M-d0', '0.0', 150), ('lstm-0.8M-d0-s0', '0.0', 3600),
                            *pair('0.1'), ('lstm-0.8M-d0.1-s0', '0.1', 1800),
                            *pair('0.2'), ('lstm-0.8M-d0.2-s0', '0.2', 900)]
@@ -433,7 +436,8 @@ def test_the_dropout_ladder_resumes_reuses_the_plan_keys_speed_and_starts_at_the
   assert study.main(['dropout', '--only', 'lstm', *scratch, *common]) == 0
   # Rungs timed against the plan key's 0.25 s a step, by their ratio to it in this sitting
   # (0.5 s here for its dropout 0.1, 1 s for 0.2 and 0.3): 0.5 s, 1,800 steps.
-  pair = lambda rung: [('lstm-0.8M-d0.1', '0.1', 150), (f'lstm-0.8M-d{rung}', rung, 150)] * 2
+  ref, rung_ = ('lstm-0.8M-d0.1', '0.1', 150), lambda rung: (f'lstm-0.8M-d{rung}', rung, 150)
+  pair = lambda rung: [ref, rung_(rung), rung_(rung), ref, ref, rung_(rung)]
   assert fake.launched == [('lstm-0.8M-d0.1-s0', '0.1', 3600), *pair('0.2'),
                            ('lstm-0.8M-d0.2-s0', '0.2', 1800), ('lstm-0.8M-d0.2-s0', '0.2', 1800),
                            *pair('0.3'), ('lstm-0.8M-d0.3-s0', '0.3', 1800)]
@@ -513,3 +517,32 @@ def test_each_carries_on_past_a_failure_and_stops_at_an_interruption(capsys):
   assert 'not finished: b' in capsys.readouterr().out and seen == [0, 1, 0]
   seen.clear()
   assert processes.each([('a', 1), ('b', 143), ('c', 0)], step) == 143 and seen == [1, 143]
+
+
+def test_a_rungs_ratio_is_the_median_of_three_alternating_pairs(tmp_path, monkeypatch):
+  """One run 30% slow (the LSTM's reference, first in a sitting: 0.134 s a step, later 0.104)
+  must not set a rung's budget: the ratio is the median of the pairs' ratios, not the ratio
+  of sums (which would give 0.955 here, where dropout costs 1.1 x)."""
+  seconds = iter([0.134, 0.1115,   # pair 1: reference, rung (the outlier)
+                  0.1145, 0.1042,  # pair 2: rung, reference
+                  0.1050, 0.1160])  # pair 3: reference, rung
+  order = []
+
+  def timed(entry, steps, hparams, args, refuse_busy):
+    order.append(entry.key)
+    return 0, {'seconds_per_step': next(seconds), 'chars_per_step': 2048}
+
+  monkeypatch.setattr(budgets, '_timed', timed)
+  budget_file = tmp_path / 'budget.json'
+  budget = {'budget_seconds': 900, 'speed_steps': 150,
+            'entries': {'lstm-0.8M-d0': {'seconds_per_step': 0.1032}}}
+  budget_file.write_text(json.dumps(budget))
+  reference, rung = entries.dropout_candidate('lstm', 0.0), entries.dropout_candidate('lstm', 0.1)
+  args = type('Args', (), {'budget_file': str(budget_file)})()
+  assert budgets.measure_relative_speed(rung, reference, budget, {}, args) == 0
+  assert order == ['lstm-0.8M-d0', 'lstm-0.8M-d0.1', 'lstm-0.8M-d0.1', 'lstm-0.8M-d0',
+                   'lstm-0.8M-d0', 'lstm-0.8M-d0.1']
+  written = json.loads(budget_file.read_text())['entries']['lstm-0.8M-d0.1']
+  assert written['ratio'] == pytest.approx(0.1145 / 0.1042)
+  assert written['steps'] == int(900 // (0.1032 * 0.1145 / 0.1042)) == 7936
+  assert written['relative_to'] == 'lstm-0.8M-d0' and len(written['pairs']) == 3

@@ -56,32 +56,38 @@ def measure_speed(entry, budget: dict, hparams: dict, args, refuse_busy: bool = 
 
 
 def measure_relative_speed(entry, reference, budget: dict, hparams: dict, args,
-                           refuse_busy: bool = False, pairs: int = 2) -> int:
+                           refuse_busy: bool = False, pairs: int = 3) -> int:
   """Times `entry` against `reference` (whose seconds per step budget.json has, from the
   study's `speed` sitting) in `pairs` back-to-back pairs, and records `entry.key` at the
-  reference's seconds per step times the measured ratio. This machine's speed drifts by 10-20%
-  over tens of minutes (a dropout rung measured 11.6k chars/s, the next rung 17 minutes later
-  14.0k), while the two runs of a pair agree within a few percent: a ratio taken in one sitting
-  keeps a rung's budget on the same footing as its reference's."""
+  reference's seconds per step times the median of the pairs' ratios.
+
+  This machine's speed drifts by 10-20% over tens of minutes (a dropout rung measured 11.6k
+  chars/s, the next rung 17 minutes later 14.0k), so a rung timed alone is off by as much; the
+  two runs of a pair mostly agree, and a ratio taken in one sitting keeps a rung's budget on the
+  same footing as its reference's. A single run can still be 30% slow (the LSTM's reference,
+  first in a sitting: 0.134 s a step, then 0.104), which moves a ratio of sums of two pairs from
+  1.12 to 0.95: hence the median of three pairs, in alternating order."""
   base = budget['entries'][reference.key]
   times = {entry.key: [], reference.key: []}
-  for _ in range(pairs):
-    for timed in (reference, entry):
+  for i in range(pairs):
+    for timed in ((reference, entry) if i % 2 == 0 else (entry, reference)):
       status, record = _timed(timed, budget['speed_steps'], hparams, args, refuse_busy)
       if status:
         return status
       times[timed.key].append(record['seconds_per_step'])
       if timed is entry:
         last = record
-  ratio = sum(times[entry.key]) / sum(times[reference.key])
+  ratios = sorted(e / r for r, e in zip(times[reference.key], times[entry.key]))
+  ratio = ratios[len(ratios) // 2] if len(ratios) % 2 else sum(
+      ratios[len(ratios) // 2 - 1:len(ratios) // 2 + 1]) / 2
   seconds_per_step = base['seconds_per_step'] * ratio
   _record(entry.key, {
       **last, 'seconds_per_step': seconds_per_step,
       'steps': max(1, int(budget['budget_seconds'] // seconds_per_step)),
       'chars_per_sec': last['chars_per_step'] / seconds_per_step,
-      'relative_to': reference.key, 'ratio': ratio, 'pairs': [
-          {'reference': r, 'entry': e} for r, e in zip(times[reference.key], times[entry.key])]},
-          budget, args)
+      'relative_to': reference.key, 'ratio': ratio, 'ratio_of': f'median of {pairs} pairs',
+      'pairs': [{'reference': r, 'entry': e}
+                for r, e in zip(times[reference.key], times[entry.key])]}, budget, args)
   return 0
 
 
