@@ -501,12 +501,13 @@ def test_the_dropout_table_marks_the_choice():
   rows = report.dropout_table({'lstm': {'overrides': {'model.dropout': 0.0}, 'full_budget': {
       'dropout': 0.1, 'runs': [
           {'dropout': 0.0, 'steps': 8721, 'val_loss': 1.5568, 'val_loss_stream': 1.5568,
-           'val_loss_windows': 1.5833, 'best_val_loss': 1.5449, 'best_step': 5238},
+           'val_loss_windows': 1.5833, 'best_val_loss': 1.5449, 'best_step': 5238,
+           'train_time': 922.4},
           {'dropout': 0.1, 'steps': 7850, 'val_loss': 1.4855, 'val_loss_stream': 1.4855,
            'val_loss_windows': None, 'best_val_loss': None, 'best_step': None}]}},
       'gpt': {'overrides': {'model.dropout': 0.0}}})
-  assert rows[2:] == ['| lstm | 0 | 0 | 8,721 | 1.5568 | 1.5833 | 1.5449 (5,238) |  |',
-                      '| lstm | 0 | 0.1 | 7,850 | 1.4855 | - | - | yes |']
+  assert rows[2:] == ['| lstm | 0 | 0 | 8,721 | 922 | 1.5568 | 1.5833 | 1.5449 (5,238) |  |',
+                      '| lstm | 0 | 0.1 | 7,850 | - | 1.4855 | - | - | yes |']
   assert report.dropout_table({'gpt': {'overrides': {}}}) == []
 
 

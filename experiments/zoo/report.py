@@ -154,8 +154,8 @@ def pictures(runs: list[pathlib.Path], out: pathlib.Path, window: int) -> list[s
 def dropout_table(hparams: dict) -> list[str]:
   """The full-budget dropout choice (study.py `dropout`) of each model that has one: a row per
   dropout tried, seed 0 at 0.8M, and the sweep's dropout it started from."""
-  lines = ['| model | sweep\'s dropout | dropout | steps | val, stream | val, windows | '
-           'best val (step) | chosen |', '|---|---:|---:|---:|---:|---:|---:|---|']
+  lines = ['| model | sweep\'s dropout | dropout | steps | train s | val, stream | val, windows | '
+           'best val (step) | chosen |', '|---|---:|---:|---:|---:|---:|---:|---:|---|']
   chosen_any = False
   for model in MODELS:
     found = hparams.get(model, {}).get('full_budget')
@@ -169,7 +169,7 @@ def dropout_table(hparams: dict) -> list[str]:
       windows = run.get('val_loss_windows')
       lines.append(
           f'| {model} | {"-" if swept is None else f"{swept:g}"} | {run["dropout"]:g} | '
-          f'{fmt_count(run.get("steps"))} | '
+          f'{fmt_count(run.get("steps"))} | {fmt_count(run.get("train_time"))} | '
           f'{run.get("val_loss_stream") or run["val_loss"]:.4f} | '
           f'{"-" if windows is None else f"{windows:.4f}"} | {best} | '
           f'{"yes" if run["dropout"] == found["dropout"] else ""} |')
