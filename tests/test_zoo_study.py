@@ -523,7 +523,7 @@ def test_each_carries_on_past_a_failure_and_stops_at_an_interruption(capsys):
 def test_a_rungs_ratio_is_the_median_of_three_alternating_pairs(tmp_path, monkeypatch):
   """One run 30% slow (the LSTM's reference, first in a sitting: 0.134 s a step, later 0.104)
   must not set a rung's budget: the ratio is the median of the pairs' ratios, not the ratio
-  of sums (which would give 0.955 here, where dropout costs 1.1 x)."""
+  of sums (which would give 0.997 here, as if dropout were free, where it costs 1.1 x)."""
   seconds = iter([0.134, 0.1115,   # pair 1: reference, rung (the outlier)
                   0.1145, 0.1042,  # pair 2: rung, reference
                   0.1050, 0.1160])  # pair 3: reference, rung
