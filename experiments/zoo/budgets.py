@@ -6,6 +6,7 @@ import datetime
 import os
 import pathlib
 import shutil
+import statistics
 
 from experiments.zoo import entries as plan
 from experiments.zoo import processes
@@ -61,7 +62,7 @@ def measure_relative_speed(entry, reference, budget: dict, hparams: dict, args,
   study's `speed` sitting) in `pairs` back-to-back pairs, and records `entry.key` at the
   reference's seconds per step times the median of the pairs' ratios.
 
-  This machine's speed drifts by 10-20% over tens of minutes (a dropout rung measured 11.6k
+  This machine's speed drifts by 10-30% over tens of minutes (a dropout rung measured 11.6k
   chars/s, the next rung 17 minutes later 14.0k), so a rung timed alone is off by as much; the
   two runs of a pair mostly agree, and a ratio taken in one sitting keeps a rung's budget on the
   same footing as its reference's. A single run can still be 30% slow (the LSTM's reference,
@@ -77,9 +78,7 @@ def measure_relative_speed(entry, reference, budget: dict, hparams: dict, args,
       times[timed.key].append(record['seconds_per_step'])
       if timed is entry:
         last = record
-  ratios = sorted(e / r for r, e in zip(times[reference.key], times[entry.key]))
-  ratio = ratios[len(ratios) // 2] if len(ratios) % 2 else sum(
-      ratios[len(ratios) // 2 - 1:len(ratios) // 2 + 1]) / 2
+  ratio = statistics.median(e / r for r, e in zip(times[reference.key], times[entry.key]))
   seconds_per_step = base['seconds_per_step'] * ratio
   _record(entry.key, {
       **last, 'seconds_per_step': seconds_per_step,
