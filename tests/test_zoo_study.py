@@ -388,13 +388,15 @@ def test_dropout_is_chosen_at_the_full_budget_and_its_winner_is_the_seed_0_run(t
   with pytest.raises(SystemExit, match='run `dropout --only lstm` first'):
     study.main(['run', '--only', 'lstm-0.8M-s1', *common])
   assert study.main(['dropout', '--only', 'lstm', *scratch, *common]) == 0
-  # The first rung timed alone, the others in pairs with it (their ratio sets their steps).
+  # The first rung timed alone, the first above 0 in pairs with it (their ratio sets its
+  # steps), and 0.2 shares 0.1's budget: any rate above 0 runs the same operations, so the
+  # fake's slower 0.2 is never asked for.
   pair = lambda rung: [('lstm-0.8M-d0', '0.0', 150), (f'lstm-0.8M-d{rung}', rung, 150),
                        (f'lstm-0.8M-d{rung}', rung, 150), ('lstm-0.8M-d0', '0.0', 150),
                        ('lstm-0.8M-d0', '0.0', 150), (f'lstm-0.8M-d{rung}', rung, 150)]
   assert fake.launched == [('lstm-0.8M-d0', '0.0', 150), ('lstm-0.8M-d0-s0', '0.0', 3600),
                            *pair('0.1'), ('lstm-0.8M-d0.1-s0', '0.1', 1800),
-                           *pair('0.2'), ('lstm-0.8M-d0.2-s0', '0.2', 900)]
+                           ('lstm-0.8M-d0.2-s0', '0.2', 1800)]
   hparams = json.loads((tmp_path / 'hparams.json').read_text())
   chosen = hparams['lstm']['full_budget']
   assert chosen['dropout'] == 0.1 and [r['dropout'] for r in chosen['runs']] == [0.0, 0.1, 0.2]
@@ -424,8 +426,8 @@ def test_dropout_is_chosen_at_the_full_budget_and_its_winner_is_the_seed_0_run(t
 def test_the_dropout_ladder_resumes_reuses_the_plan_keys_speed_and_starts_at_the_sweeps(
     tmp_path, monkeypatch):
   """A ladder stopped mid-rung resumes there; the plan key's own measurement (dropout 0.1
-  here, the sweep's) is its rung's, not measured again; a sweep's dropout of 0.1 starts the
-  ladder at 0.1."""
+  here, the sweep's) is its rung's, not measured again, and the rungs above share it; a
+  sweep's dropout of 0.1 starts the ladder at 0.1."""
   common = _dropout_files(tmp_path, swept_dropout=0.1, measured=0.1)
   fake = FakeLaunch({**FINAL, '0.2': 1.45}, SPEED, stop={'lstm-0.8M-d0.2-s0'})
   monkeypatch.setattr(processes, 'run_logged', fake)
@@ -434,19 +436,48 @@ def test_the_dropout_ladder_resumes_reuses_the_plan_keys_speed_and_starts_at_the
   assert study.main(['dropout', '--only', 'lstm', *scratch, *common]) == 143
   assert 'full_budget' not in json.loads((tmp_path / 'hparams.json').read_text())['lstm']
   assert study.main(['dropout', '--only', 'lstm', *scratch, *common]) == 0
-  # Rungs timed against the plan key's 0.25 s a step, by their ratio to it in this sitting
-  # (0.5 s here for its dropout 0.1, 1 s for 0.2 and 0.3): 0.5 s, 1,800 steps.
-  ref, rung_ = ('lstm-0.8M-d0.1', '0.1', 150), lambda rung: (f'lstm-0.8M-d{rung}', rung, 150)
-  pair = lambda rung: [ref, rung_(rung), rung_(rung), ref, ref, rung_(rung)]
-  assert fake.launched == [('lstm-0.8M-d0.1-s0', '0.1', 3600), *pair('0.2'),
-                           ('lstm-0.8M-d0.2-s0', '0.2', 1800), ('lstm-0.8M-d0.2-s0', '0.2', 1800),
-                           *pair('0.3'), ('lstm-0.8M-d0.3-s0', '0.3', 1800)]
+  # No speed run at all: 0.2 and 0.3 share the plan key's 3,600 steps (at dropout 0.1), though
+  # the fake would time them twice as slow.
+  assert fake.launched == [('lstm-0.8M-d0.1-s0', '0.1', 3600), ('lstm-0.8M-d0.2-s0', '0.2', 3600),
+                           ('lstm-0.8M-d0.2-s0', '0.2', 3600), ('lstm-0.8M-d0.3-s0', '0.3', 3600)]
   assert json.loads((tmp_path / 'hparams.json').read_text())['lstm']['full_budget'][
       'dropout'] == 0.3
   budget = json.loads((tmp_path / 'budget.json').read_text())['entries']
   assert budget['lstm-0.8M-d0.1']['copied_from'] == 'lstm-0.8M'  # the original, kept
-  assert (budget['lstm-0.8M-d0.3']['relative_to'], budget['lstm-0.8M-d0.3']['ratio']) == (
-      'lstm-0.8M-d0.1', 2.0)
+  assert (budget['lstm-0.8M-d0.3']['same_cost_as'], budget['lstm-0.8M-d0.3']['steps']) == (
+      'lstm-0.8M-d0.1', 3600)
+  assert 'copied_from' not in budget['lstm-0.8M-d0.3']
+
+
+def test_rungs_timed_before_sharing_keep_their_budgets_and_a_new_rung_shares_the_lowest(
+    tmp_path, monkeypatch):
+  """Rungs above 0 that were timed against the reference each (the LSTM's, before budgets were
+  shared) keep their steps; a rung not yet measured shares the lowest of them; a speed measured
+  at one rate above 0 still times a run at another, but not one at 0."""
+  common = _dropout_files(tmp_path)
+  budget_file = tmp_path / 'budget.json'
+  budget = json.loads(budget_file.read_text())
+  budget['entries'] = {
+      'lstm-0.8M': {'seconds_per_step': 0.25, 'steps': 3600, 'overrides': {'model.dropout': 0.0}},
+      'lstm-0.8M-d0.1': {'seconds_per_step': 0.5, 'steps': 1800, 'relative_to': 'lstm-0.8M-d0',
+                         'ratio': 2.0, 'overrides': {'model.dropout': 0.1}},
+      'lstm-0.8M-d0.2': {'seconds_per_step': 0.3, 'steps': 3000, 'relative_to': 'lstm-0.8M-d0',
+                         'ratio': 1.2, 'overrides': {'model.dropout': 0.2}}}
+  budget_file.write_text(json.dumps(budget))
+  fake = FakeLaunch({'0.0': 1.55, '0.1': 1.50, '0.2': 1.49, '0.3': 1.48}, SPEED)
+  monkeypatch.setattr(processes, 'run_logged', fake)
+  monkeypatch.setattr(processes, 'busy_cores', lambda: 0.0)
+  assert study.main(['dropout', '--only', 'lstm', '--scratch', str(tmp_path / 'speed'),
+                     *common]) == 0
+  assert fake.launched == [('lstm-0.8M-d0-s0', '0.0', 3600), ('lstm-0.8M-d0.1-s0', '0.1', 1800),
+                           ('lstm-0.8M-d0.2-s0', '0.2', 3000), ('lstm-0.8M-d0.3-s0', '0.3', 1800)]
+  assert json.loads(budget_file.read_text())['entries']['lstm-0.8M-d0.3']['same_cost_as'] == (
+      'lstm-0.8M-d0.1')
+  hparams = {'lstm': {'overrides': {'model.dropout': 0.0}, 'full_budget': {'dropout': 0.2}}}
+  at = lambda rate: {'overrides': {'model.dropout': rate}}
+  key = entries.Entry('lstm', '0.8M', 1)
+  assert budgets.budget_is_stale(key, at(0.1), hparams, smoke=False) is None
+  assert 'dropout 0, its run has 0.2' in budgets.budget_is_stale(key, at(0.0), hparams, False)
 
 
 def test_dropout_refuses_a_busy_machine_and_run_refuses_a_seed_0_that_is_not_the_winner(

@@ -171,9 +171,13 @@ def _climb(model: str, budget: dict, hparams: dict, args) -> int:
     candidate = plan.dropout_candidate(model, rate)
     found = budget.get('entries', {}).get(candidate.key)
     relative = reference is not None and candidate != reference
+    sibling = _same_cost_rung(model, rate, reference, budget, hparams, args) if relative else None
     if (found is None or budgets.budget_is_stale(candidate, found, hparams, args.smoke)
-        or (relative and found.get('relative_to') != reference.key)):
-      if relative:
+        or (relative and found.get('relative_to') != reference.key
+            and found.get('same_cost_as') is None)):
+      if sibling:
+        budgets.share_speed(candidate, sibling, budget, args)
+      elif relative:
         status = budgets.measure_relative_speed(candidate, reference, budget, hparams, args,
                                                 refuse_busy=not args.allow_busy)
       else:
@@ -212,6 +216,24 @@ def _climb(model: str, budget: dict, hparams: dict, args) -> int:
         f'{", ".join(f"{d:g}" for d in tried)}); wrote {hparams_file} and {key} in '
         f'{budget_file}', flush=True)
   return 0
+
+
+def _same_cost_rung(model: str, rate: float, reference, budget: dict, hparams: dict,
+                    args) -> str | None:
+  """The key of the model's rung above 0 whose speed a rung of `rate` (> 0) shares
+  (`budgets.share_speed`): the reference where its dropout is above 0, else the lowest rung
+  above 0 already timed against it; None for dropout 0 or where none is timed yet."""
+  if rate <= 0:
+    return None
+  found = budget.get('entries', {})
+  for rung in (plan.dropout_candidate(model, d) for d in plan.DROPOUT_LADDER):
+    record = found.get(rung.key)
+    if (rung.dropout > 0 and rung.dropout != rate and record
+        and not budgets.budget_is_stale(rung, record, hparams, args.smoke)
+        and (rung == reference or (record.get('relative_to') == reference.key
+                                   and record.get('same_cost_as') is None))):
+      return rung.key
+  return None
 
 
 def run(args) -> int:
