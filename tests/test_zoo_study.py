@@ -578,3 +578,23 @@ def test_a_rungs_ratio_is_the_median_of_three_alternating_pairs(tmp_path, monkey
   assert written['ratio'] == pytest.approx(0.1145 / 0.1042)
   assert written['steps'] == int(900 // (0.1032 * 0.1145 / 0.1042)) == 7936
   assert written['relative_to'] == 'lstm-0.8M-d0' and len(written['pairs']) == 3
+
+
+def test_a_rung_timed_faster_than_its_reference_gets_the_references_budget(tmp_path,
+                                                                          monkeypatch):
+  """Dropout adds work: Mamba's rung 0.1 timed at 0.953 x (pairs 0.87, 1.01, 0.95) would have
+  had 5% more steps than dropout 0; a median under 1 counts as 1."""
+  seconds = iter([0.704, 0.610, 0.639, 0.632, 0.804, 0.766])
+  monkeypatch.setattr(budgets, '_timed', lambda entry, steps, hparams, args, refuse_busy: (
+      0, {'seconds_per_step': next(seconds), 'chars_per_step': 2048}))
+  budget_file = tmp_path / 'budget.json'
+  budget = {'budget_seconds': 900, 'speed_steps': 150,
+            'entries': {'mamba-0.8M-d0': {'seconds_per_step': 0.6036, 'steps': 1491}}}
+  budget_file.write_text(json.dumps(budget))
+  args = type('Args', (), {'budget_file': str(budget_file)})()
+  assert budgets.measure_relative_speed(entries.dropout_candidate('mamba', 0.1),
+                                        entries.dropout_candidate('mamba', 0.0), budget, {},
+                                        args) == 0
+  written = json.loads(budget_file.read_text())['entries']['mamba-0.8M-d0.1']
+  assert (written['ratio'], written['steps']) == (1.0, 1491)
+  assert written['measured_ratio'] == pytest.approx(0.766 / 0.804)
