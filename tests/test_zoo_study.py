@@ -53,10 +53,12 @@ def test_a_5m_entry_overrides_the_0_8m_variant_as_the_bench_sizes_it():
 
 def test_the_sweep_is_the_variants_learning_rate_times_factors_by_dropout():
   from experiments.zoo import sweep_config
-  trials = sweep_config.get_sweep('gpt')
+  trials = sweep_config.get_sweep('mamba')  # never widened: its best was inside
   assert len(trials) == 6
-  assert sorted({t['optim.learning_rate'] for t in trials}) == [0.0005, 0.001, 0.002]
+  assert sorted({t['optim.learning_rate'] for t in trials}) == [0.001, 0.002, 0.004]
   assert sorted({t['model.dropout'] for t in trials}) == [0.0, 0.1]
+  gpt = sweep_config.get_sweep('gpt')  # widened twice: x4, then x8
+  assert sorted({t['optim.learning_rate'] for t in gpt}) == [0.0005, 0.001, 0.002, 0.004, 0.008]
   # The LSTM's best was at x2: widened by x4 (the finished trials keep their directories).
   lstm = sweep_config.get_sweep('lstm')
   assert sorted({t['optim.learning_rate'] for t in lstm}) == [0.0025, 0.005, 0.01, 0.02]
