@@ -171,10 +171,10 @@ def _climb(model: str, budget: dict, hparams: dict, args) -> int:
     candidate = plan.dropout_candidate(model, rate)
     found = budget.get('entries', {}).get(candidate.key)
     relative = reference is not None and candidate != reference
-    sibling = _same_cost_rung(model, rate, reference, budget, hparams, args) if relative else None
     if (found is None or budgets.budget_is_stale(candidate, found, hparams, args.smoke)
         or (relative and found.get('relative_to') != reference.key
             and found.get('same_cost_as') is None)):
+      sibling = relative and _same_cost_rung(model, rate, reference, budget, hparams, args)
       if sibling:
         budgets.share_speed(candidate, sibling, budget, args)
       elif relative:
