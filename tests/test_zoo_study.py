@@ -600,3 +600,16 @@ def test_a_rung_timed_faster_than_its_reference_gets_the_references_budget(tmp_p
   written = json.loads(budget_file.read_text())['entries']['mamba-0.8M-d0.1']
   assert (written['ratio'], written['steps']) == (1.0, 1491)
   assert written['measured_ratio'] == pytest.approx(0.766 / 0.804)
+
+
+def test_the_cpu15_variant_is_the_studys_best_run():
+  """configs/shakespeare.py:cpu15's docstring quotes the LSTM's chosen rung; the numbers hold
+  only while the variant is that run's config, field for field."""
+  from configs import shakespeare  # pylint: disable=import-outside-toplevel
+  run = entries.HERE / 'runs' / entries.DROPOUT_SUBDIR / 'lstm-0.8M-d0.2-s0'
+  recorded = json.loads((run / 'config.json').read_text())
+  variant = json.loads(json.dumps(shakespeare.get_config('cpu15').to_dict()))
+  assert variant == recorded
+  results = json.loads((run / 'results.json').read_text())
+  doc = shakespeare.VARIANTS['cpu15'].__doc__
+  assert f'{results["val_loss_stream"]:.4f}' in doc and f'{results["val_loss_windows"]:.4f}' in doc
