@@ -119,6 +119,8 @@ def test_the_pictures_come_from_compare_with_a_colour_per_model(tmp_path):
         if name != 'gpt-0.8M-s0':  # as a run made before the tag existed
           writer.add_scalar('val/train_seconds', 3.0 * step, step)
           writer.add_scalar('val/train_flops', 1e6 * step, step)
+    if name != 'gpt-0.8M-s0':  # `run`'s record of the entry's budget (the study's clock)
+      run.with_name(f'{name}.json').write_text(json.dumps({'seconds_per_step': 0.3, 'steps': 20}))
     runs.append(run)
   assert report.line_styles(runs) == {
       'lstm-0.8M-s0': {'color': 'C0', 'linestyle': '-'},
@@ -129,11 +131,19 @@ def test_the_pictures_come_from_compare_with_a_colour_per_model(tmp_path):
   assert '![val loss (windows) against training FLOPs](compare_val_loss_flops_windows.png)' \
       in lines
   assert 'Not in the picture against training FLOPs (no val/train_flops): gpt-0.8M-s0.' in lines
+  assert ('Not in the picture against training minutes (no seconds per step recorded by `run`): '
+          'gpt-0.8M-s0.') in lines
   for name in ('compare.csv', 'compare_val_loss_time.png', 'compare_val_loss_flops.png',
                'compare_val_loss_time_windows.png', 'compare_val_loss_flops_windows.png'):
     assert (tmp_path / 'out' / name).exists()
   windows, _ = report.run_curves.axis_curves(runs, 'time', report.WINDOWS_TAG)
   assert windows['lstm-0.8M-s0'] == [(0.5, pytest.approx(0.25)), (1.0, pytest.approx(0.125))]
+  # The pictures' minutes are the budget's (20 steps at 0.3 s end at 0.1 min), not the runs'
+  # own train_seconds (1.0 min at step 20), which drift with the machine.
+  budgeted, missing = report.budget_clock_curves(runs, report.WINDOWS_TAG)
+  assert budgeted['gpt-5M-s0'] == [(pytest.approx(0.05), pytest.approx(0.25)),
+                                   (pytest.approx(0.1), pytest.approx(0.125))]
+  assert missing == ['gpt-0.8M-s0']
   assert not (tmp_path / 'out' / 'compare_by_position.png').exists()  # no run has the data
 
 

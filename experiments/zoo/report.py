@@ -123,9 +123,34 @@ def line_styles(runs: list[pathlib.Path]) -> dict:
   return styles
 
 
+BUDGET_CLOCK_LABEL = ('training time by the budget (minutes: step x the seconds per step '
+                      'measured for its entry)')
+
+
+def budget_clock_curves(runs: list[pathlib.Path], tag: str = run_curves.VAL_TAG
+                        ) -> tuple[dict[str, list[tuple[float, float]]], list[str]]:
+  """Each run's `tag` curve against the study's clock: its step times the seconds per step
+  that `speed` measured for its entry (the `<entry>.json` that `run` keeps beside the run),
+  in minutes, so that every full-budget run ends at 15. A run's own `train_time` drifts with
+  the machine (the same 8,099 LSTM steps took 761 s and 889 s on two days); the budget does
+  not. ({name: [(minutes, loss)]}, the runs without that record.)"""
+  by_step, _ = run_curves.axis_curves(runs, 'step', tag)
+  curves, missing = {}, []
+  for run, name in zip(runs, run_curves.run_names(runs)):
+    seconds = load(run.with_name(f'{run.name}.json')).get('seconds_per_step')
+    if name not in by_step:
+      continue
+    if seconds is None:
+      missing.append(name)
+    else:
+      curves[name] = [(step * seconds / 60, loss) for step, loss in by_step[name]]
+  return curves, missing
+
+
 def pictures(runs: list[pathlib.Path], out: pathlib.Path, window: int) -> list[str]:
-  """compare.csv and the pictures (val loss under each protocol against training minutes and
-  FLOPs, loss by position), drawn by seqlab.analysis.compare; returns table.md's lines."""
+  """compare.csv and the pictures (val loss under each protocol against training minutes,
+  by the budget's clock, and training FLOPs; loss by position), drawn by
+  seqlab.analysis.compare; returns table.md's lines."""
   out.mkdir(parents=True, exist_ok=True)
   names = run_curves.run_names(runs)
   columns, rows = compare.table_rows(runs)
@@ -134,16 +159,20 @@ def pictures(runs: list[pathlib.Path], out: pathlib.Path, window: int) -> list[s
   lines = []
   for x, what in (('time', 'training minutes'), ('flops', 'training FLOPs')):
     for tag, suffix in ((run_curves.VAL_TAG, ''), (WINDOWS_TAG, '_windows')):
-      curves, missing = run_curves.axis_curves(runs, x, tag)
+      if x == 'time':
+        curves, missing = budget_clock_curves(runs, tag)
+        lacks, label = 'no seconds per step recorded by `run`', BUDGET_CLOCK_LABEL
+      else:
+        curves, missing = run_curves.axis_curves(runs, x, tag)
+        lacks, label = f'no {run_curves.AXES[x][0]}', None
       png = run_curves.AXES[x][3].replace('.png', f'{suffix}.png')
       if curves:
         title = (None if tag == run_curves.VAL_TAG else
                  f'{WINDOWS_TAG}: windows of {window}, each from the zero state (every model)')
-        run_curves.plot_curves(out / png, curves, names, x, protocol_of, styles, title)
+        run_curves.plot_curves(out / png, curves, names, x, protocol_of, styles, title, label)
         lines += [f'![val loss ({"windows" if suffix else "stream"}) against {what}]({png})', '']
       if missing and not suffix:
-        lines += [f'Not in the picture against {what} (no {run_curves.AXES[x][0]}): '
-                  f'{", ".join(missing)}.', '']
+        lines += [f'Not in the picture against {what} ({lacks}): {", ".join(missing)}.', '']
   by_position = run_curves.by_position_curves(runs)
   if by_position:
     run_curves.plot_by_position(out / run_curves.BY_POSITION_FILENAME, by_position, names, styles)

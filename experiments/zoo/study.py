@@ -142,7 +142,9 @@ def table(args) -> int:
       f'non-overlapping windows of {window} characters, each from the zero state. sd: standard '
       f'deviation over seeds. best step: of each seed, by val/loss '
       f'({next((r["protocol"] for r in rows if r["protocol"]), "eval.protocol")}). '
-      'chars/s and train min: the runs\' own (train_time: train steps only).',
+      'chars/s and train min: the runs\' own (train_time: train steps only), which drift '
+      'with the machine; the pictures\' minutes are the budget\'s clock instead (step x the '
+      'seconds per step measured for the entry), on which every run ends at 15.',
       '',
       report.markdown_table(rows, floor),
       '',

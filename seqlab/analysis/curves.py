@@ -155,10 +155,11 @@ def _style(i: int, name: str, styles: dict | None) -> dict:
 
 def plot_curves(path: pathlib.Path, curves: dict, order: list[str], x: str = 'step',
                 protocol_of: dict | None = None, styles: dict | None = None,
-                title: str | None = None) -> None:
+                title: str | None = None, xlabel: str | None = None) -> None:
   """The val-loss picture: one curve per run of `curves` (`axis_curves`), in `order`;
   `styles`: matplotlib line options by run name (e.g. a colour per model); `title`: the
-  curves' protocol where they are not each run's val/loss."""
+  curves' protocol where they are not each run's val/loss; `xlabel`: where the x values are
+  not axis `x`'s own."""
   plt = _pyplot()
   names = [n for n in order if n in curves]
   if title is None:
@@ -171,7 +172,7 @@ def plot_curves(path: pathlib.Path, curves: dict, order: list[str], x: str = 'st
     label = f'{name} ({(protocol_of or {}).get(name) or "not recorded"})' if label_protocol \
         else name
     ax.plot(xs, losses, marker='.', label=label, **_style(i, name, styles))
-  ax.set_xlabel(AXES[x][2])
+  ax.set_xlabel(xlabel or AXES[x][2])
   ax.set_ylabel('val loss (nats/char)')
   ax.set_title(title, fontsize=9)
   ax.grid(alpha=0.3)
