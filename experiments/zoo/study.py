@@ -116,6 +116,12 @@ def _status_rows(entries, budget: dict, hparams: dict, runs_dir, args) -> float:
   return remaining
 
 
+def _shown(path: pathlib.Path) -> pathlib.Path:
+  """`path` relative to the repository where it is inside it (table.md is committed)."""
+  path = path.resolve()
+  return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+
 def table(args) -> int:
   runs_dir = training.runs_dir_of(args)
   out = pathlib.Path(args.out)
@@ -130,7 +136,7 @@ def table(args) -> int:
       '# The equal-compute study: results',
       '',
       f'Written by `python -m experiments.zoo.study table` on '
-      f'{datetime.date.today().isoformat()} from {runs_dir} '
+      f'{datetime.date.today().isoformat()} from {_shown(runs_dir)} '
       f'({sum(r["n"] for r in rows)} finished runs of {len(plan.ENTRIES)}); budget '
       f'{budget.get("budget_seconds", "?")} s of train steps per run'
       + (f', scaled by {args.budget_scale:g}' if args.budget_scale != 1 else '')
