@@ -137,9 +137,9 @@ def budget_clock_curves(runs: list[pathlib.Path], tag: str = run_curves.VAL_TAG
   by_step, _ = run_curves.axis_curves(runs, 'step', tag)
   curves, missing = {}, []
   for run, name in zip(runs, run_curves.run_names(runs)):
-    seconds = load(run.with_name(f'{run.name}.json')).get('seconds_per_step')
     if name not in by_step:
       continue
+    seconds = load(run.with_name(f'{run.name}.json')).get('seconds_per_step')
     if seconds is None:
       missing.append(name)
     else:
