@@ -59,7 +59,7 @@ def test_unknown_optimizer_and_schedule_names_list_the_known_ones():
 
 @pytest.mark.parametrize('make', [shakespeare.get_config, enwik8.get_config])
 def test_every_shipped_config_passes_and_edges_are_allowed(make):
-  for variant in (None, *([] if make is enwik8.get_config else ['cpu', 'smoke'])):
+  for variant in (None, *([] if make is enwik8.get_config else ['cpu', 'cpu15', 'smoke'])):
     optim.check(make(variant).optim)
   config = make().optim
   config.b1, config.b2, config.grad_clip, config.warmup_steps = 0.0, 0.0, 0.0, 0
@@ -96,9 +96,9 @@ def test_a_negative_learning_rate_stops_launch_before_training(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize('config_arg,message', [
     ('configs/shakespeare.py:gpu',
-     "error: unknown variant 'gpu' of configs/shakespeare.py; known variants: cpu, smoke"),
+     "error: unknown variant 'gpu' of configs/shakespeare.py; known variants: cpu, cpu15, smoke"),
     ('configs/shakespeare.py:smoke,huge',
-     "error: unknown variant 'huge' of configs/shakespeare.py; known variants: cpu, smoke"),
+     "error: unknown variant 'huge' of configs/shakespeare.py; known variants: cpu, cpu15, smoke"),
     ('configs/enwik8.py:cpu',
      "error: unknown variant 'cpu' of configs/enwik8.py; known variants: smoke")])
 def test_an_unknown_variant_is_one_error_line_naming_the_known_ones(tmp_path, config_arg,
