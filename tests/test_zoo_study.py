@@ -3,6 +3,7 @@ entries, the commands it builds, and its table from hand-made run directories. N
 here (the tooling's end-to-end check is `study.py ... --smoke`, see experiments/zoo/README.md)."""
 
 import json
+import os
 import pathlib
 
 import pytest
@@ -623,3 +624,35 @@ def test_the_cpu15_variant_is_the_studys_best_run():
   results = json.loads((run / 'results.json').read_text())
   doc = shakespeare.VARIANTS['cpu15'].__doc__
   assert f'{results["val_loss_stream"]:.4f}' in doc and f'{results["val_loss_windows"]:.4f}' in doc
+
+
+def test_a_stopped_study_stops_rather_than_start_the_next_run(tmp_path):
+  """A SIGTERM to the study's process group can kill launch.py before it handles signals
+  (exit -15); that and any run's end after the study itself got a SIGTERM are interruptions,
+  so `each` stops there instead of failing the entry and starting the next one."""
+  import signal
+  import sys
+  import threading
+  killed = processes.run_logged(
+      [sys.executable, '-c', 'import os, signal; os.kill(os.getpid(), signal.SIGTERM)'],
+      tmp_path / 'killed.log')
+  assert killed == 143
+  calls = []
+
+  def step(item):
+    calls.append(item)
+    if item == 'b':  # the study gets a SIGTERM while b runs; b exits 0 as it goes
+      timer = threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGTERM))
+      timer.start()
+      try:
+        return processes.run_logged(
+            [sys.executable, '-c', 'import signal, sys, time\n'
+             'signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))\ntime.sleep(30)'],
+            tmp_path / 'b.log')
+      finally:
+        timer.join()
+    return 0
+
+  assert processes.each([('a', 'a'), ('b', 'b'), ('c', 'c')], step) == 143
+  assert calls == ['a', 'b']
+  assert '$ ' in (tmp_path / 'b.log').read_text()

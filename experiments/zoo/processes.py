@@ -16,24 +16,37 @@ INTERRUPTED = (129, 130, 143)  # launch.py's exit statuses after SIGHUP, SIGINT,
 def run_logged(command: list[str], log: pathlib.Path) -> int:
   """Runs `command` in the repository root, its output to the console and appended to `log`;
   returns its exit status. A Ctrl-C reaches it too (its process group), and a SIGTERM to
-  this process is passed on: it checkpoints and exits 130 / 143."""
+  this process is passed on: it checkpoints and exits 130 / 143. A child killed by one of
+  those signals (before launch.py handles them) counts as interrupted too, and so does any
+  end after this process got a SIGTERM: the caller stops rather than start the next run."""
   log.parent.mkdir(parents=True, exist_ok=True)
   with open(log, 'a', encoding='utf-8') as f:
     f.write(f'\n$ {" ".join(command)}\n')
     f.flush()
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, bufsize=1)
-    previous = signal.signal(signal.SIGTERM, lambda *_: process.send_signal(signal.SIGTERM))
+    terminated = []
+
+    def pass_on(*_):
+      terminated.append(True)
+      process.send_signal(signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, pass_on)
     try:
       for line in process.stdout:
         sys.stdout.write(line)
         sys.stdout.flush()
         f.write(line)
-      return process.wait()
+      status = process.wait()
     except KeyboardInterrupt:
-      return process.wait()
+      status = process.wait()
     finally:
       signal.signal(signal.SIGTERM, previous)
+  if status < 0 and 128 - status in INTERRUPTED:
+    status = 128 - status  # killed by SIGHUP, SIGINT or SIGTERM: as launch.py would exit
+  if terminated and status not in INTERRUPTED:
+    status = 128 + signal.SIGTERM
+  return status
 
 
 def busy_cores(seconds: float = 2.0) -> float | None:
