@@ -36,6 +36,8 @@ def speed(args) -> int:
       print(f'note: {entry.key}: its speed is {copied}\'s, set by `dropout`; re-measure that '
             f'(`speed --only {copied}`) and run `dropout` again; skipped', flush=True)
       return 0
+    if entry.recipe:
+      return measure_recipe_speed(entry, budget, hparams, args)
     return measure_speed(entry, budget, hparams, args)
 
   status = processes.each(selected.items(), measure)
@@ -56,8 +58,23 @@ def measure_speed(entry, budget: dict, hparams: dict, args, refuse_busy: bool = 
   return 0
 
 
+def measure_recipe_speed(entry, budget: dict, hparams: dict, args) -> int:
+  """Times an extra (a recipe on a plan entry) in pairs with its plan entry, whose budget.json
+  measurement it scales: an extra timed alone on another day would get the day's speed, not
+  the plan's (Mamba 5M took 1.17 s a step on 12-02, where the plan measured 2.74 on 12-01).
+  A recipe may be cheaper than its plan entry (other batches), so no floor on the ratio."""
+  reference = plan.Entry(entry.model, entry.size, entry.seed)
+  if reference.key not in budget.get('entries', {}):
+    print(f'error: {entry.key} is timed against {reference.key}, which {args.budget_file} does '
+          f'not have: run `python -m experiments.zoo.study speed --only {reference.key}` first',
+          flush=True)
+    return 1
+  return measure_relative_speed(entry, reference, budget, hparams, args, at_least=None)
+
+
 def measure_relative_speed(entry, reference, budget: dict, hparams: dict, args,
-                           refuse_busy: bool = False, pairs: int = 3) -> int:
+                           refuse_busy: bool = False, pairs: int = 3,
+                           at_least: float | None = 1.0) -> int:
   """Times `entry` against `reference` (whose seconds per step budget.json has, from the
   study's `speed` sitting) in `pairs` back-to-back pairs, and records `entry.key` at the
   reference's seconds per step times the median of the pairs' ratios.
@@ -69,8 +86,8 @@ def measure_relative_speed(entry, reference, budget: dict, hparams: dict, args,
   first in a sitting: 0.134 s a step, then 0.104), which moves a ratio of sums of two pairs from
   1.12 to 0.95: hence the median of three pairs, in alternating order. A median under 1 (a
   rung faster than its reference: Mamba's rung 0.1, 0.953 from pairs 0.87, 1.01, 0.95) is
-  noise, since dropout adds operations and removes none: the ratio is then 1
-  (`measured_ratio` keeps the median)."""
+  noise, since dropout adds operations and removes none: the ratio is then `at_least`
+  (`measured_ratio` keeps the median; None: no floor)."""
   base = budget['entries'][reference.key]
   times = {entry.key: [], reference.key: []}
   for i in range(pairs):
@@ -82,14 +99,15 @@ def measure_relative_speed(entry, reference, budget: dict, hparams: dict, args,
       if timed is entry:
         last = record
   measured = statistics.median(e / r for r, e in zip(times[reference.key], times[entry.key]))
-  ratio = max(1.0, measured)
+  ratio = measured if at_least is None else max(at_least, measured)
   seconds_per_step = base['seconds_per_step'] * ratio
   _record(entry.key, {
       **last, 'seconds_per_step': seconds_per_step,
       'steps': max(1, int(budget['budget_seconds'] // seconds_per_step)),
       'chars_per_sec': last['chars_per_step'] / seconds_per_step,
       'relative_to': reference.key, 'ratio': ratio, 'measured_ratio': measured,
-      'ratio_of': f'median of {pairs} pairs, at least 1',
+      'ratio_of': f'median of {pairs} pairs'
+                  + ('' if at_least is None else f', at least {at_least:g}'),
       'pairs': [{'reference': r, 'entry': e}
                 for r, e in zip(times[reference.key], times[entry.key])]}, budget, args)
   return 0

@@ -17,6 +17,7 @@ from seqlab.analysis import curves as run_curves
 from seqlab.run import directory as rundir
 
 WINDOWS_TAG = 'val/loss_windows'  # the windows protocol's val loss, logged by every run
+PICTURE_SPAN = 0.5  # nats/char the val-loss pictures show above their best final loss
 
 
 def _mean_sd(values: list[float]) -> tuple[float | None, float | None]:
@@ -147,6 +148,14 @@ def budget_clock_curves(runs: list[pathlib.Path], tag: str = run_curves.VAL_TAG
   return curves, missing
 
 
+def picture_top(curves: dict) -> tuple[float, list[str]]:
+  """The val-loss pictures' y top, PICTURE_SPAN above the best final loss, and the runs that
+  end above it (a stalled run would otherwise squash every other curve into a line)."""
+  finals = {name: points[-1][1] for name, points in curves.items() if points}
+  top = min(finals.values()) + PICTURE_SPAN
+  return top, [name for name, final in finals.items() if final > top]
+
+
 def pictures(runs: list[pathlib.Path], out: pathlib.Path, window: int) -> list[str]:
   """compare.csv and the pictures (val loss under each protocol against training minutes,
   by the budget's clock, and training FLOPs; loss by position), drawn by
@@ -169,8 +178,13 @@ def pictures(runs: list[pathlib.Path], out: pathlib.Path, window: int) -> list[s
       if curves:
         title = (None if tag == run_curves.VAL_TAG else
                  f'{WINDOWS_TAG}: windows of {window}, each from the zero state (every model)')
-        run_curves.plot_curves(out / png, curves, names, x, protocol_of, styles, title, label)
+        top, above = picture_top(curves)
+        run_curves.plot_curves(out / png, curves, names, x, protocol_of, styles, title, label,
+                               y_top=top)
         lines += [f'![val loss ({"windows" if suffix else "stream"}) against {what}]({png})', '']
+        if above:
+          lines += [f'Above the top of that picture (its best final loss + {PICTURE_SPAN:g}, '
+                    f'{top:.2f}) at the end: {", ".join(above)}.', '']
       if missing and not suffix:
         lines += [f'Not in the picture against {what} ({lacks}): {", ".join(missing)}.', '']
   by_position = run_curves.by_position_curves(runs)

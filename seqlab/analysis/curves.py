@@ -155,11 +155,12 @@ def _style(i: int, name: str, styles: dict | None) -> dict:
 
 def plot_curves(path: pathlib.Path, curves: dict, order: list[str], x: str = 'step',
                 protocol_of: dict | None = None, styles: dict | None = None,
-                title: str | None = None, xlabel: str | None = None) -> None:
+                title: str | None = None, xlabel: str | None = None,
+                y_top: float | None = None) -> None:
   """The val-loss picture: one curve per run of `curves` (`axis_curves`), in `order`;
   `styles`: matplotlib line options by run name (e.g. a colour per model); `title`: the
   curves' protocol where they are not each run's val/loss; `xlabel`: where the x values are
-  not axis `x`'s own."""
+  not axis `x`'s own; `y_top`: the y axis' top where higher losses would squash the rest."""
   plt = _pyplot()
   names = [n for n in order if n in curves]
   if title is None:
@@ -174,6 +175,8 @@ def plot_curves(path: pathlib.Path, curves: dict, order: list[str], x: str = 'st
     ax.plot(xs, losses, marker='.', label=label, **_style(i, name, styles))
   ax.set_xlabel(xlabel or AXES[x][2])
   ax.set_ylabel('val loss (nats/char)')
+  if y_top is not None:
+    ax.set_ylim(top=y_top)
   ax.set_title(title, fontsize=9)
   ax.grid(alpha=0.3)
   if names:
