@@ -659,7 +659,18 @@ def test_an_extra_is_timed_in_pairs_with_its_plan_entry_and_may_be_cheaper(tmp_p
   assert written['relative_to'] == 'hawk-5M'
   assert written['ratio'] == pytest.approx(0.30 / 0.40)  # the median of 0.75, 0.756, 0.690
   assert written['steps'] == int(900 // (0.6 * 0.30 / 0.40)) == 2000
-  # Without its plan entry's measurement there is nothing to scale: one error line.
+  # A plan entry re-timed on another day, against another (one pair here): Mamba 5M ran at
+  # 1.17 s a step on 12-02 where the plan's 12-01 measurement said 2.74.
+  order.clear()
+  seconds = iter([0.435, 1.17])
+  args = study.parser().parse_args(['speed', '--only', 'mamba-5M', '--relative_to', 'hawk-5M',
+                                    '--pairs', '1', '--budget_file', str(budget_file)])
+  assert args.fn(args) == 0
+  assert order == ['hawk-5M-s0', 'mamba-5M-s0']
+  written = json.loads(budget_file.read_text())['entries']['mamba-5M']
+  assert (written['relative_to'], written['steps']) == ('hawk-5M', int(900 // (0.6 * 1.17 /
+                                                                              0.435)))
+  # Without the reference's measurement there is nothing to scale: one error line.
   budget_file.write_text(json.dumps({'budget_seconds': 900, 'speed_steps': 150, 'entries': {}}))
   assert args.fn(args) == 1
 

@@ -36,8 +36,10 @@ def speed(args) -> int:
       print(f'note: {entry.key}: its speed is {copied}\'s, set by `dropout`; re-measure that '
             f'(`speed --only {copied}`) and run `dropout` again; skipped', flush=True)
       return 0
-    if entry.recipe:
-      return measure_recipe_speed(entry, budget, hparams, args)
+    if entry.recipe or args.relative_to:
+      reference = (plan.select(args.relative_to)[0] if args.relative_to
+                   else plan.Entry(entry.model, entry.size, entry.seed))
+      return measure_against(entry, reference, budget, hparams, args)
     return measure_speed(entry, budget, hparams, args)
 
   status = processes.each(selected.items(), measure)
@@ -58,18 +60,19 @@ def measure_speed(entry, budget: dict, hparams: dict, args, refuse_busy: bool = 
   return 0
 
 
-def measure_recipe_speed(entry, budget: dict, hparams: dict, args) -> int:
-  """Times an extra (a recipe on a plan entry) in pairs with its plan entry, whose budget.json
-  measurement it scales: an extra timed alone on another day would get the day's speed, not
-  the plan's (Mamba 5M took 1.17 s a step on 12-02, where the plan measured 2.74 on 12-01).
-  A recipe may be cheaper than its plan entry (other batches), so no floor on the ratio."""
-  reference = plan.Entry(entry.model, entry.size, entry.seed)
+def measure_against(entry, reference, budget: dict, hparams: dict, args) -> int:
+  """Times `entry` in args.pairs pairs with `reference` (an extra: its plan entry; otherwise
+  `--relative_to`), whose budget.json measurement it scales. The machine drifts between days:
+  hawk-5M took 0.593 s a step on 12-01 and 0.435 on 12-02, so an entry timed alone on another
+  day gets that day's speed, not the plan's. A recipe may be cheaper than its reference (other
+  batches), so no floor on the ratio."""
   if reference.key not in budget.get('entries', {}):
     print(f'error: {entry.key} is timed against {reference.key}, which {args.budget_file} does '
           f'not have: run `python -m experiments.zoo.study speed --only {reference.key}` first',
           flush=True)
     return 1
-  return measure_relative_speed(entry, reference, budget, hparams, args, at_least=None)
+  return measure_relative_speed(entry, reference, budget, hparams, args, pairs=args.pairs,
+                                at_least=None)
 
 
 def measure_relative_speed(entry, reference, budget: dict, hparams: dict, args,

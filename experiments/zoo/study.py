@@ -206,6 +206,12 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument('--budget', type=float, default=plan.BUDGET_SECONDS, help='seconds of train steps')
   p.add_argument('--steps', type=int, default=plan.SPEED_STEPS, help='steps of each measurement')
   p.add_argument('--scratch', default=budgets.DEFAULT_SCRATCH, help='the measurements\' runs')
+  p.add_argument('--relative_to', help=(
+      'a plan key (hawk-5M): time each entry in pairs with it and scale its budget.json '
+      'measurement by their ratio, to re-time one entry on another day on the footing of the '
+      'rest (extras are always timed against their plan entry)'))
+  p.add_argument('--pairs', type=int, default=3, help='pairs of a relative timing (the median '
+                 'ratio counts)')
   p = add('sweep', training.sweep, 'the lr x dropout sweep of each model at 0.8M (a third of '
           'its budget)')
   p.add_argument('--fused', action='store_true', help=(
