@@ -9,7 +9,7 @@ Commands and what they measured (README.md and experiments/cpu_15min have the de
       2x256 LSTM, 4,900 steps, batch split over 2 CPU devices: val 1.4858 nats/char
       (2.1435 bpc) in 7.3 min on a 2-core CPU (2026-11-27).
   python launch.py --config configs/shakespeare.py:cpu15
-      the same LSTM, lr 0.01, dropout 0.2, 8,099 steps (the equal-compute study's best recipe):
+      the same LSTM, lr 0.01, dropout 0.2, 8,099 steps (the equal-compute study's best at 0.8M):
       val 1.4638 nats/char (stream), 1.4896 over windows of 256, in 15.8 min (2026-12-01).
   python launch.py --config configs/shakespeare.py:smoke
       tiny model, 40 steps, every code path (eval, test split, samples, checkpoints): 15-17 s
@@ -160,9 +160,9 @@ def _cpu(config):
 
 
 def _cpu15(config):
-  """The best recipe of the equal-compute study (experiments/zoo): `:cpu`'s LSTM trained for
-  15 minutes of train steps on a 2-core CPU, at the study's swept learning rate and the dropout
-  its ladder chose. Its seed-0 run is experiments/zoo/runs/dropout/lstm-0.8M-d0.2-s0.
+  """The best 0.8M recipe of the equal-compute study (experiments/zoo; its best at 5M is
+  configs/zoo.py:hawk_cpu15): `:cpu`'s LSTM trained for 15 minutes of train steps on a 2-core
+  CPU, at the study's swept learning rate and the dropout its ladder chose. Its seed-0 run is experiments/zoo/runs/dropout/lstm-0.8M-d0.2-s0.
 
   Measured (2-core CPU, 2026-12-01; 889 s of train steps, 15m45s in all): val loss 1.4638
   nats/char under the stream protocol (best checkpoint 1.4598 at step 7,290), 1.4896 +- 0.0129

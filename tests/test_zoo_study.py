@@ -673,18 +673,29 @@ def test_an_extra_is_timed_in_pairs_with_its_plan_entry_and_may_be_cheaper(tmp_p
   # Without the reference's measurement there is nothing to scale: one error line.
   budget_file.write_text(json.dumps({'budget_seconds': 900, 'speed_steps': 150, 'entries': {}}))
   assert args.fn(args) == 1
+  for bad, says in ((['--relative_to', 'hawk'], 'not a key of the plan'),
+                    (['--pairs', '0'], '--pairs must be at least 1')):
+    args = study.parser().parse_args(['speed', '--only', 'mamba-5M', '--relative_to', 'hawk-5M',
+                                      '--budget_file', str(budget_file), *bad])
+    with pytest.raises(SystemExit, match=says):
+      args.fn(args)
+  assert order == ['hawk-5M-s0', 'mamba-5M-s0']  # nothing timed after the first error
 
 
-def test_the_cpu15_variant_is_the_studys_best_run():
-  """configs/shakespeare.py:cpu15's docstring quotes the LSTM's chosen rung; the numbers hold
-  only while the variant is that run's config, field for field."""
-  from configs import shakespeare  # pylint: disable=import-outside-toplevel
-  run = entries.HERE / 'runs' / entries.DROPOUT_SUBDIR / 'lstm-0.8M-d0.2-s0'
+@pytest.mark.parametrize('config_name,variant,run_name', [
+    ('shakespeare', 'cpu15', f'{entries.DROPOUT_SUBDIR}/lstm-0.8M-d0.2-s0'),
+    ('zoo', 'hawk_cpu15', 'hawk-5M-s0')])
+def test_the_cpu15_variants_are_the_studys_best_runs(config_name, variant, run_name):
+  """configs/shakespeare.py:cpu15 (the best at 0.8M) and configs/zoo.py:hawk_cpu15 (the best)
+  quote their study runs' numbers; those hold only while the variant is that run's config,
+  field for field."""
+  import importlib  # pylint: disable=import-outside-toplevel
+  config_module = importlib.import_module(f'configs.{config_name}')
+  run = entries.HERE / 'runs' / run_name
   recorded = json.loads((run / 'config.json').read_text())
-  variant = json.loads(json.dumps(shakespeare.get_config('cpu15').to_dict()))
-  assert variant == recorded
+  assert json.loads(json.dumps(config_module.get_config(variant).to_dict())) == recorded
   results = json.loads((run / 'results.json').read_text())
-  doc = shakespeare.VARIANTS['cpu15'].__doc__
+  doc = config_module.VARIANTS[variant].__doc__
   assert f'{results["val_loss_stream"]:.4f}' in doc and f'{results["val_loss_windows"]:.4f}' in doc
 
 

@@ -24,6 +24,14 @@ def speed(args) -> int:
     raise SystemExit(f'error: {budget_file} holds {"smoke" if budget.get("smoke") else "real"} '
                      'measurements; use another --budget_file')
   hparams = plan.load(pathlib.Path(args.hparams_file))
+  reference = None
+  if args.relative_to:
+    reference = next((e for e in plan.ENTRIES if e.key == args.relative_to), None)
+    if reference is None:
+      raise SystemExit(f'error: --relative_to {args.relative_to}: not a key of the plan; keys: '
+                       + ', '.join(dict.fromkeys(e.key for e in plan.ENTRIES)))
+  if args.pairs < 1:
+    raise SystemExit(f'error: --pairs must be at least 1, got {args.pairs}')
   selected = {}  # each key's first entry
   for entry in plan.select(args.only):
     selected.setdefault(entry.key, entry)
@@ -36,10 +44,9 @@ def speed(args) -> int:
       print(f'note: {entry.key}: its speed is {copied}\'s, set by `dropout`; re-measure that '
             f'(`speed --only {copied}`) and run `dropout` again; skipped', flush=True)
       return 0
-    if entry.recipe or args.relative_to:
-      reference = (plan.select(args.relative_to)[0] if args.relative_to
-                   else plan.Entry(entry.model, entry.size, entry.seed))
-      return measure_against(entry, reference, budget, hparams, args)
+    if entry.recipe or reference:
+      return measure_against(entry, reference or plan.Entry(entry.model, entry.size, entry.seed),
+                             budget, hparams, args)
     return measure_speed(entry, budget, hparams, args)
 
   status = processes.each(selected.items(), measure)

@@ -4,7 +4,8 @@
 # (the sum of train-step times, results.json's train_time), both scored under both protocols.
 #
 #   OUT=/some/dir bash experiments/zoo/gpu.sh
-#   RECIPE=configs/shakespeare.py OUT=... bash experiments/zoo/gpu.sh     # the recipe (default)
+#   RECIPE=configs/shakespeare.py OUT=... bash experiments/zoo/gpu.sh  # another recipe
+# The default recipe is the CPU study's best, configs/zoo.py:hawk_cpu15 (Hawk at 5M).
 #
 # Runs in the repository root; needs no network: a Python ($PYTHON, default python3) on which
 # `import jax` sees the GPU, seqlab's dependencies, and tiny Shakespeare under $SEQLAB_DATA_DIR
@@ -19,7 +20,7 @@ set -u
 cd "$(dirname "$0")/../.." || exit 1
 OUT=${OUT:-/tmp/zoo_gpu}
 PY=${PYTHON:-python3}
-RECIPE=${RECIPE:-configs/shakespeare.py}
+RECIPE=${RECIPE:-configs/zoo.py:hawk_cpu15}
 GPT_STEPS=${GPT_STEPS:-5000}
 SMOKE=${SMOKE:-0}
 export SEQLAB_DATA_DIR=${SEQLAB_DATA_DIR:-$(cd .. && pwd)/shared/data}
