@@ -4,7 +4,6 @@ the LSTM uses; bad model configs are one error line; a run made before the zoo s
 samples and resumes (tests/fixtures/pre_zoo_run, trained by the code of commit f95ccd1)."""
 
 import json
-import os
 import pathlib
 import shutil
 
@@ -262,8 +261,10 @@ def test_a_pre_zoo_run_samples_and_resumes_as_if_trained_today(tmp_path):
   today = run_command(*FIXTURE_ARGS, '--workdir', tmp_path / 'today')
   assert today.returncode == 0, today.stderr[-3000:]
   old, new = (json.loads((d / 'results.json').read_text()) for d in (copy, tmp_path / 'today'))
-  # Exact on the 2 cores the fixture was trained on; XLA:CPU's float results depend on the
-  # number of cores it may use (taskset -c 0 moves them by ~1e-8).
-  exact = len(os.sched_getaffinity(0)) == 2
-  for key in ('val_loss', 'best_val_loss', 'steps'):
-    assert old[key] == (new[key] if exact else pytest.approx(new[key], rel=1e-6)), key
+  # The same numbers up to float rounding: XLA:CPU's results depend on the number of cores it
+  # may use (taskset -c 0 moves them by ~1e-8) and on the CPU's kind (the fixture's first 10
+  # steps, trained on another x86_64 host, leave val_loss 5e-10 apart on an AMD EPYC one).
+  # Bit-exact resume on one machine is tests/test_reliability.py's.
+  for key in ('val_loss', 'best_val_loss'):
+    assert old[key] == pytest.approx(new[key], rel=1e-6), key
+  assert old['steps'] == new['steps']
