@@ -585,20 +585,26 @@ def test_each_carries_on_past_a_failure_and_stops_at_an_interruption(capsys):
   assert processes.each([('a', 1), ('b', 143), ('c', 0)], step) == 143 and seen == [1, 143]
 
 
+def _fake_timings(monkeypatch, seconds: list[float]) -> list:
+  """Replaces `speed`'s launch.py runs by `seconds` a step, one per run in turn; returns the
+  list of entries timed, in order."""
+  timed, left = [], iter(seconds)
+
+  def fake(entry, steps, hparams, args, refuse_busy):
+    timed.append(entry)
+    return 0, {'seconds_per_step': next(left), 'chars_per_step': 2048}
+
+  monkeypatch.setattr(budgets, '_timed', fake)
+  return timed
+
+
 def test_a_rungs_ratio_is_the_median_of_three_alternating_pairs(tmp_path, monkeypatch):
   """One run 30% slow (the LSTM's reference, first in a sitting: 0.134 s a step, later 0.104)
   must not set a rung's budget: the ratio is the median of the pairs' ratios, not the ratio
   of sums (which would give 0.997 here, as if dropout were free, where it costs 1.1 x)."""
-  seconds = iter([0.134, 0.1115,   # pair 1: reference, rung (the outlier)
-                  0.1145, 0.1042,  # pair 2: rung, reference
-                  0.1050, 0.1160])  # pair 3: reference, rung
-  order = []
-
-  def timed(entry, steps, hparams, args, refuse_busy):
-    order.append(entry.key)
-    return 0, {'seconds_per_step': next(seconds), 'chars_per_step': 2048}
-
-  monkeypatch.setattr(budgets, '_timed', timed)
+  timed = _fake_timings(monkeypatch, [0.134, 0.1115,   # pair 1: reference, rung (the outlier)
+                                      0.1145, 0.1042,  # pair 2: rung, reference
+                                      0.1050, 0.1160])  # pair 3: reference, rung
   budget_file = tmp_path / 'budget.json'
   budget = {'budget_seconds': 900, 'speed_steps': 150,
             'entries': {'lstm-0.8M-d0': {'seconds_per_step': 0.1032}}}
@@ -606,8 +612,8 @@ def test_a_rungs_ratio_is_the_median_of_three_alternating_pairs(tmp_path, monkey
   reference, rung = entries.dropout_candidate('lstm', 0.0), entries.dropout_candidate('lstm', 0.1)
   args = type('Args', (), {'budget_file': str(budget_file)})()
   assert budgets.measure_relative_speed(rung, reference, budget, {}, args) == 0
-  assert order == ['lstm-0.8M-d0', 'lstm-0.8M-d0.1', 'lstm-0.8M-d0.1', 'lstm-0.8M-d0',
-                   'lstm-0.8M-d0', 'lstm-0.8M-d0.1']
+  assert [e.key for e in timed] == ['lstm-0.8M-d0', 'lstm-0.8M-d0.1', 'lstm-0.8M-d0.1',
+                                    'lstm-0.8M-d0', 'lstm-0.8M-d0', 'lstm-0.8M-d0.1']
   written = json.loads(budget_file.read_text())['entries']['lstm-0.8M-d0.1']
   assert written['ratio'] == pytest.approx(0.1145 / 0.1042)
   assert written['steps'] == int(900 // (0.1032 * 0.1145 / 0.1042)) == 7936
@@ -618,9 +624,7 @@ def test_a_rung_timed_faster_than_its_reference_gets_the_references_budget(tmp_p
                                                                           monkeypatch):
   """Dropout adds work: Mamba's rung 0.1 timed at 0.953 x (pairs 0.87, 1.01, 0.95) would have
   had 5% more steps than dropout 0; a median under 1 counts as 1."""
-  seconds = iter([0.704, 0.610, 0.639, 0.632, 0.804, 0.766])
-  monkeypatch.setattr(budgets, '_timed', lambda entry, steps, hparams, args, refuse_busy: (
-      0, {'seconds_per_step': next(seconds), 'chars_per_step': 2048}))
+  _fake_timings(monkeypatch, [0.704, 0.610, 0.639, 0.632, 0.804, 0.766])
   budget_file = tmp_path / 'budget.json'
   budget = {'budget_seconds': 900, 'speed_steps': 150,
             'entries': {'mamba-0.8M-d0': {'seconds_per_step': 0.6036, 'steps': 1491}}}
@@ -639,34 +643,27 @@ def test_an_extra_is_timed_in_pairs_with_its_plan_entry_and_may_be_cheaper(tmp_p
   """The machine drifts between days (Mamba 5M: 2.74 s a step on 12-01, 1.17 on 12-02): an
   extra's budget is its plan entry's measurement times their ratio in one sitting, and a
   recipe of other batches may cost less (no floor of 1 as for dropout)."""
-  seconds = iter([0.40, 0.30, 0.31, 0.41, 0.42, 0.29])  # ref, extra; extra, ref; ref, extra
-  order = []
-
-  def timed(entry, steps, hparams, args, refuse_busy):
-    order.append(entry.name)
-    return 0, {'seconds_per_step': next(seconds), 'chars_per_step': 2048}
-
-  monkeypatch.setattr(budgets, '_timed', timed)
+  # ref, extra; extra, ref; ref, extra
+  timed = _fake_timings(monkeypatch, [0.40, 0.30, 0.31, 0.41, 0.42, 0.29])
   budget_file = tmp_path / 'budget.json'
   budget_file.write_text(json.dumps({'budget_seconds': 900, 'speed_steps': 150, 'entries': {
       'hawk-5M': {'seconds_per_step': 0.6, 'steps': 1500}}}))
   args = study.parser().parse_args(['speed', '--only', 'hawk-5M-windows',
                                     '--budget_file', str(budget_file)])
   assert args.fn(args) == 0
-  assert order == ['hawk-5M-s0', 'hawk-5M-windows-s0', 'hawk-5M-windows-s0', 'hawk-5M-s0',
-                   'hawk-5M-s0', 'hawk-5M-windows-s0']
+  assert [e.name for e in timed] == ['hawk-5M-s0', 'hawk-5M-windows-s0', 'hawk-5M-windows-s0',
+                                     'hawk-5M-s0', 'hawk-5M-s0', 'hawk-5M-windows-s0']
   written = json.loads(budget_file.read_text())['entries']['hawk-5M-windows']
   assert written['relative_to'] == 'hawk-5M'
   assert written['ratio'] == pytest.approx(0.30 / 0.40)  # the median of 0.75, 0.756, 0.690
   assert written['steps'] == int(900 // (0.6 * 0.30 / 0.40)) == 2000
   # A plan entry re-timed on another day, against another (one pair here): Mamba 5M ran at
   # 1.17 s a step on 12-02 where the plan's 12-01 measurement said 2.74.
-  order.clear()
-  seconds = iter([0.435, 1.17])
+  timed = _fake_timings(monkeypatch, [0.435, 1.17])
   args = study.parser().parse_args(['speed', '--only', 'mamba-5M', '--relative_to', 'hawk-5M',
                                     '--pairs', '1', '--budget_file', str(budget_file)])
   assert args.fn(args) == 0
-  assert order == ['hawk-5M-s0', 'mamba-5M-s0']
+  assert [e.name for e in timed] == ['hawk-5M-s0', 'mamba-5M-s0']
   written = json.loads(budget_file.read_text())['entries']['mamba-5M']
   assert (written['relative_to'], written['steps']) == ('hawk-5M', int(900 // (0.6 * 1.17 /
                                                                               0.435)))
@@ -679,7 +676,7 @@ def test_an_extra_is_timed_in_pairs_with_its_plan_entry_and_may_be_cheaper(tmp_p
                                       '--budget_file', str(budget_file), *bad])
     with pytest.raises(SystemExit, match=says):
       args.fn(args)
-  assert order == ['hawk-5M-s0', 'mamba-5M-s0']  # nothing timed after the first error
+  assert [e.name for e in timed] == ['hawk-5M-s0', 'mamba-5M-s0']  # none after the first error
 
 
 @pytest.mark.parametrize('config_name,variant,run_name', [
