@@ -155,6 +155,7 @@ def test_the_pictures_stop_half_a_nat_above_the_best_final_loss(tmp_path, monkey
   curves = {'lstm-0.8M-s0': [(1, 2.0), (2, 1.5)], 'lstm-5M-s0': [(1, 3.4), (2, 3.0)],
             'gpt-5M-s0': [(1, 2.5), (2, 1.9)]}
   assert report.picture_top(curves) == (pytest.approx(2.0), ['lstm-5M-s0'])
+  assert report.picture_top({'lstm-0.8M-s0': []}) == (None, [])  # matplotlib's own range
   monkeypatch.setattr(report, 'budget_clock_curves', lambda runs, tag: (curves, []))
   monkeypatch.setattr(report.run_curves, 'axis_curves', lambda runs, x, tag: (curves, []))
   monkeypatch.setattr(report.compare, 'table_rows', lambda runs: ([], []))

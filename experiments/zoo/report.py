@@ -148,10 +148,13 @@ def budget_clock_curves(runs: list[pathlib.Path], tag: str = run_curves.VAL_TAG
   return curves, missing
 
 
-def picture_top(curves: dict) -> tuple[float, list[str]]:
+def picture_top(curves: dict) -> tuple[float | None, list[str]]:
   """The val-loss pictures' y top, PICTURE_SPAN above the best final loss, and the runs that
-  end above it (a stalled run would otherwise squash every other curve into a line)."""
+  end above it (a stalled run would otherwise squash every other curve into a line); None
+  where no curve has a point."""
   finals = {name: points[-1][1] for name, points in curves.items() if points}
+  if not finals:
+    return None, []
   top = min(finals.values()) + PICTURE_SPAN
   return top, [name for name, final in finals.items() if final > top]
 
