@@ -7,7 +7,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -260,12 +259,6 @@ def _fake_run(sweep_dir, name, config_changes, results, val_curve):
   writer.close()
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
-
-
 def _post(url: str, body: dict) -> dict:
   request = urllib.request.Request(url, json.dumps(body).encode(),
                                    {'Content-Type': 'application/json'})
@@ -276,24 +269,38 @@ def _post(url: str, body: dict) -> dict:
 @contextlib.contextmanager
 def _tensorboard(logdir):
   """A TensorBoard server on `logdir` that this test starts and stops; yields
-  `ask(path, body, ready)`, which POSTs until `ready(answer)` (it loads files in the background)."""
-  port = _free_port()
-  server = start_command('--logdir', logdir, '--host', '127.0.0.1', '--port', port,
-                         '--reload_interval', 1, module='tensorboard.main',
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  `ask(path, body, ready)`, which POSTs until `ready(answer)` (it loads files in the background).
+
+  The server binds a port the OS picks (`--port 0`) and prints its address: a port chosen here
+  and passed on could be taken in between (TensorBoard then exits 255, as it once did in CI)."""
+  log = logdir / 'tensorboard.log'
+  with open(log, 'w') as sink:
+    server = start_command('--logdir', logdir, '--host', '127.0.0.1', '--port', 0,
+                           '--reload_interval', 1, module='tensorboard.main',
+                           stdout=subprocess.DEVNULL, stderr=sink)
+  address = None
+
+  def fail(why: str):
+    return pytest.fail(f'{why} (server exit status {server.poll()}); its log:\n{log.read_text()}')
 
   def ask(path: str, body: dict, ready, timeout: float = 120) -> dict:
+    nonlocal address
     deadline, answer = time.time() + timeout, None
+    while address is None and time.time() < deadline and server.poll() is None:
+      found = re.search(r' at (http://127\.0\.0\.1:\d+)/', log.read_text())
+      address = found and found.group(1)
+      time.sleep(0.2)
+    if address is None:
+      return fail('tensorboard never said where it serves')
     while time.time() < deadline and server.poll() is None:
       try:
-        answer = _post(f'http://127.0.0.1:{port}{path}', body)
+        answer = _post(address + path, body)
         if ready(answer):
           return answer
       except (urllib.error.URLError, ConnectionError):
         pass  # not up yet
       time.sleep(0.5)
-    return pytest.fail(f'tensorboard never answered {path} as expected; last: {answer} '
-                       f'(server exit status {server.poll()})')
+    return fail(f'tensorboard never answered {path} as expected; last: {answer}')
 
   try:
     yield ask
