@@ -7,7 +7,9 @@ thread's arena, any request over 64 MiB, whatever the settings) and unmaps it on
 page: for shape M split over two CPU devices, 63k page faults and 126 ms of kernel
 time in a 360 ms step. With one malloc arena, no `mmap` and no trimming of the
 heap, freed buffers stay in the process and the next step reuses them (M: no page
-faults, 291 ms per step). The cost: the process keeps its peak heap until it exits.
+faults, 291 ms per step). "No trimming" is M_TRIM_THRESHOLD -1: the largest positive
+value (2 GiB) still hands a freed buffer over 2 GiB back to the kernel (Mamba 5M's step:
+2.6 s instead of 1.3). The cost: the process keeps its peak heap until it exits.
 
 The settings only hold for threads that start after them, so `launch.py` calls
 `reuse_freed_memory()` before importing numpy or JAX. Only training uses them: with
@@ -24,7 +26,9 @@ import sys
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
-_NEVER_TRIM = 2 ** 31 - 1  # the largest value mallopt takes (an int)
+# -1: never trim (mallopt(3)). The largest positive value, 2**31 - 1, still trims a freed
+# buffer over 2 GiB at the heap's top (Mamba 5M's step on this CPU), faulting it in anew each step.
+_NEVER_TRIM = -1
 
 
 def reuse_freed_memory() -> bool:
