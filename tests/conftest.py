@@ -16,7 +16,9 @@ Helpers (import them with `from conftest import ...`):
 import atexit
 import os
 import pathlib
+import random
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -128,6 +130,37 @@ def start_command(*args, module: str | None = None, code: str | None = None,
   return subprocess.Popen(  # pylint: disable=consider-using-with
       command(*args, module=module, code=code), cwd=cwd, env=command_env(env), stdout=stdout,
       stderr=stderr, text=True)
+
+
+_PORTS_GIVEN = set()
+
+
+def free_port() -> int:
+  """A TCP port free on 127.0.0.1, for a server a test starts and must tell its port in advance.
+
+  Not one from bind(('127.0.0.1', 0)): that comes from the kernel's ephemeral range, where every
+  outgoing connection and every other bind to port 0 takes its port too, so it can be handed
+  out again before the server binds it, and the server fails to start. This one is drawn
+  between 20000 (above Ray's worker ports, 10002-19999) and the ephemeral range."""
+  try:
+    low = int(pathlib.Path('/proc/sys/net/ipv4/ip_local_port_range').read_text().split()[0])
+  except (OSError, ValueError, IndexError):
+    low = 32768  # Linux's default
+  draw = random.SystemRandom()
+  for _ in range(200 if low > 20_000 else 0):
+    port = draw.randrange(20_000, low)
+    if port in _PORTS_GIVEN:
+      continue
+    with socket.socket() as s:
+      try:
+        s.bind(('127.0.0.1', port))
+      except OSError:
+        continue  # taken
+    _PORTS_GIVEN.add(port)
+    return port
+  with socket.socket() as s:  # no range below the ephemeral one: the kernel's choice
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
 
 
 # --- Run directories.

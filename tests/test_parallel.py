@@ -5,14 +5,14 @@ The 4 devices are CPU devices forced with XLA_FLAGS, so the runs happen in
 subprocesses (`launch.py`) and the other tests keep their single device.
 """
 
-import socket
 import subprocess
 
 import jax
 import numpy as np
 import pytest
 
-from conftest import ROOT, TINY, final_params, scalars, start_command, tiny_config, write_corpus
+from conftest import (ROOT, TINY, final_params, free_port, scalars, start_command, tiny_config,
+                      write_corpus)
 from seqlab.run import directory as rundir
 from seqlab import train
 
@@ -120,16 +120,10 @@ def test_negative_cpu_devices_is_one_error_line(one_device_run, tmp_path):
   assert not (tmp_path / 'bad').exists()
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
-
-
 def test_two_processes_train_like_one_device(one_device_run, tmp_path):
   """jax.distributed on loopback (gloo): 2 processes x 2 devices; process 0 writes the files."""
   workdir = tmp_path / 'two-hosts'
-  address = f'127.0.0.1:{_free_port()}'
+  address = f'127.0.0.1:{free_port()}'
   processes = [_launch(workdir, one_device_run[0], devices_per_process=2,
                        extra_env={'JAX_COORDINATOR_ADDRESS': address, 'JAX_NUM_PROCESSES': '2',
                                   'JAX_PROCESS_ID': str(i)})

@@ -13,7 +13,6 @@ import os
 import pathlib
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,8 +20,8 @@ import time
 
 import pytest
 
-from conftest import (LONG_RUN, command_env, run_command, start_command, wait_for_log_line,
-                      write_sweep_config)
+from conftest import (LONG_RUN, command_env, free_port, run_command, start_command,
+                      wait_for_log_line, write_sweep_config)
 from seqlab.run import checkpoint
 
 pytest.importorskip('ray')
@@ -30,12 +29,6 @@ pytestmark = pytest.mark.slow
 RAY = shutil.which('ray', path=os.path.dirname(sys.executable)) or shutil.which('ray')
 # Loopback only: no usage statistics, no cluster token (Ray 2.5x+ asks for one by default).
 RAY_ENV = {'RAY_USAGE_STATS_ENABLED': '0', 'RAY_AUTH_MODE': 'disabled'}
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
 
 
 def _sweep(config, sweep_dir, env, *args):
@@ -78,11 +71,11 @@ def _own_ray_dir(sweep_dir: pathlib.Path):
 @contextlib.contextmanager
 def _ray_head(env, num_cpus: int):
   """A Ray head node on 127.0.0.1 that this test starts and stops: its address."""
-  port = _free_port()
+  port = free_port()
   log = tempfile.TemporaryFile(mode='w+')  # pylint: disable=consider-using-with
   head = subprocess.Popen(  # pylint: disable=consider-using-with
       [RAY, 'start', '--head', '--block', '--node-ip-address=127.0.0.1', f'--port={port}',
-       f'--ray-client-server-port={_free_port()}', f'--dashboard-agent-listen-port={_free_port()}',
+       f'--ray-client-server-port={free_port()}', f'--dashboard-agent-listen-port={free_port()}',
        f'--num-cpus={num_cpus}', '--num-gpus=0', '--include-dashboard=false',
        '--disable-usage-stats'], env=command_env(env), stdout=log, stderr=subprocess.STDOUT,
       text=True)
