@@ -162,7 +162,8 @@ def _cpu(config):
 def _cpu15(config):
   """The best 0.8M recipe of the equal-compute study (experiments/zoo; its best at 5M is
   configs/zoo.py:hawk_cpu15): `:cpu`'s LSTM trained for 15 minutes of train steps on a 2-core
-  CPU, at the study's swept learning rate and the dropout its ladder chose. Its seed-0 run is experiments/zoo/runs/dropout/lstm-0.8M-d0.2-s0.
+  CPU, at the study's swept learning rate and the dropout its ladder chose. Its seed-0 run is
+  experiments/zoo/runs/dropout/lstm-0.8M-d0.2-s0.
 
   Measured (2-core CPU, 2026-12-01; 889 s of train steps, 15m45s in all): val loss 1.4638
   nats/char under the stream protocol (best checkpoint 1.4598 at step 7,290), 1.4896 +- 0.0129

@@ -9,6 +9,8 @@ import pathlib
 import pytest
 
 from conftest import run_command
+from configs import shakespeare
+from configs import zoo
 from experiments.zoo import budgets
 from experiments.zoo import entries
 from experiments.zoo import processes
@@ -680,15 +682,13 @@ def test_an_extra_is_timed_in_pairs_with_its_plan_entry_and_may_be_cheaper(tmp_p
   assert [e.name for e in timed] == ['hawk-5M-s0', 'mamba-5M-s0']  # none after the first error
 
 
-@pytest.mark.parametrize('config_name,variant,run_name', [
-    ('shakespeare', 'cpu15', f'{entries.DROPOUT_SUBDIR}/lstm-0.8M-d0.2-s0'),
-    ('zoo', 'hawk_cpu15', 'hawk-5M-s0')])
-def test_the_cpu15_variants_are_the_studys_best_runs(config_name, variant, run_name):
+@pytest.mark.parametrize('config_module,variant,run_name', [
+    (shakespeare, 'cpu15', f'{entries.DROPOUT_SUBDIR}/lstm-0.8M-d0.2-s0'),
+    (zoo, 'hawk_cpu15', 'hawk-5M-s0')])
+def test_the_cpu15_variants_are_the_studys_best_runs(config_module, variant, run_name):
   """configs/shakespeare.py:cpu15 (the best at 0.8M) and configs/zoo.py:hawk_cpu15 (the best)
   quote their study runs' numbers; those hold only while the variant is that run's config,
   field for field."""
-  import importlib  # pylint: disable=import-outside-toplevel
-  config_module = importlib.import_module(f'configs.{config_name}')
   run = entries.HERE / 'runs' / run_name
   recorded = json.loads((run / 'config.json').read_text())
   assert json.loads(json.dumps(config_module.get_config(variant).to_dict())) == recorded
