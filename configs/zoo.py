@@ -1,8 +1,10 @@
 r"""The model zoo on tiny Shakespeare: each model at about 0.8M parameters, on one interface.
 
-One variant per model; each replaces `config.model` of configs/shakespeare.py's `:cpu`
-config (data, batches, schedule and logging; 2 CPU devices) with that model's fields.
-docs/zoo.md gives each model's equations, source and measured numbers.
+One variant per variant a model declares (its module in seqlab/models/, or a model from
+outside the package once its module is imported: `registry.Variant`); each replaces
+`config.model` of configs/shakespeare.py's `:cpu` config (data, batches, schedule and logging;
+2 CPU devices) with that model's fields. Then the named recipes below (hawk_cpu15, nanogpt,
+feng_*). docs/zoo.md gives each model's equations, source and measured numbers.
 
   python launch.py --config configs/zoo.py:mingru --workdir runs/zoo-mingru
   python launch.py --config configs/zoo.py:minlstm
@@ -20,7 +22,7 @@ docs/zoo.md gives each model's equations, source and measured numbers.
 
 Add `,smoke` for a tiny, short version of any of them (`configs/zoo.py:mamba,smoke`).
 Override any field: `--config.model.d_state=32`. A model's fields are exactly those of its
-dataclass (seqlab/models/registry.py); another model's field is an error.
+config dataclass (its module in seqlab/models/); another model's field is an error.
 """
 
 import copy
@@ -28,6 +30,8 @@ import copy
 from ml_collections import config_dict
 
 from configs import shakespeare
+from seqlab.models import gpt
+from seqlab.models import registry
 
 
 def _model(name: str, **fields) -> config_dict.ConfigDict:
@@ -35,39 +39,25 @@ def _model(name: str, **fields) -> config_dict.ConfigDict:
   return config_dict.ConfigDict({'name': name, 'matmul_dtype': 'float32', **fields})
 
 
-def _lstm(config):
-  """shakespeare.py:cpu's 2x256 LSTM, unchanged (the zoo's baseline)."""
-  del config
+def _declared(variant: str):
+  """The variant a model declares (seqlab/models/<model>.py: registry.Variant): every field of
+  its model group (defaults filled, so each can be overridden), plus the config keys it sets.
+  A model with a window (the GPT) reads random windows of its context."""
+  model, declared = registry.variants()[variant]
 
-
-def _mingru(config, cell='mingru'):
-  """Feng et al. 2024 (minGRU), the paper's log-space form, in pre-norm residual blocks with a
-  4x GELU MLP (min_rnn.py). `:minlstm` is the same block with minLSTM (width 192).
-
-  Measured (2-core CPU, 4,900 steps, best = final checkpoint): minGRU val loss 1.4870 (stream),
-  1.6115 +- 0.0132 over windows of 256; minLSTM 1.4942 (stream), 1.6054 +- 0.0133 (2026-12-01;
-  docs/zoo.md, docs/evaluation.md).
-  """
-  width = 200 if cell == 'mingru' else 192  # about 0.83M parameters either way
-  config.model = _model('min_rnn', cell=cell, num_layers=2, width=width, expansion=1.0,
-                        mlp_ratio=4.0, dropout=0.0, scan='sequential', log_space=True)
-  config.optim.learning_rate = 2e-3
-
-
-def _minlstm(config):
-  _mingru(config, cell='minlstm')
-
-
-def _hawk(config):
-  """De et al. 2024 (Griffin's Hawk): RG-LRU + Conv1D(4) recurrent block, gated 3x MLP,
-  RMSNorm, following google-deepmind/recurrentgemma (hawk.py).
-
-  Measured (2-core CPU, 4,900 steps): best val loss 1.5079 at step 4,000 (stream), 1.5464 +-
-  0.0136 over windows of 256; it overfits without dropout (docs/zoo.md).
-  """
-  config.model = _model('hawk', num_layers=2, width=168, lru_width=0, conv_width=4,
-                        mlp_expansion=3, dropout=0.0, scan='sequential')
-  config.optim.learning_rate = 2e-3
+  def apply(config):
+    config.model = config_dict.ConfigDict(
+        {'name': model.name, **registry.source_field(model), **registry.defaults(model.name),
+         **declared.zoo_fields})
+    for key, value in declared.config.items():
+      group, field = key.split('.')
+      config[group][field] = value
+    window = registry.window(registry.config_of(config.model, vocab_size=1))
+    if window is not None:
+      config.data.batching = 'windows'
+      config.data.seq_len = config.eval.window = window
+  apply.__doc__ = declared.doc
+  return apply
 
 
 def _hawk_cpu15(config):
@@ -81,7 +71,7 @@ def _hawk_cpu15(config):
   (nanoGPT's protocol, where its baby GPT has 1.4697). Trained on windows of 256 instead
   (runs/hawk-5M-windows-s0): 1.4665 and 1.4808, a tie under windows.
   """
-  _hawk(config)
+  VARIANTS['hawk'](config)
   config.model.num_layers, config.model.width = 4, 296
   config.optim.learning_rate = 4e-3
   config.optim.warmup_steps = 151  # a tenth of the steps (the study's rule under 2,000 steps)
@@ -89,42 +79,14 @@ def _hawk_cpu15(config):
   config.eval.every_steps = config.log.checkpoint_every_steps = 152  # 10 evaluations
 
 
-def _mamba(config):
-  """Gu and Dao 2023: Mamba blocks (expand 2, d_state 16, conv 4, dt_rank width/16) with
-  RMSNorm, no MLP, following state-spaces/mamba mamba_simple.py (mamba.py).
-
-  Measured (2-core CPU, 4,900 steps, 2026-12-01; 73 min of wall clock on a shared machine, about
-  50 alone): best val loss 1.5250 at step 3,000 (stream; 1.5613 over windows of 256 there), then
-  it overfits: 1.5693 (stream), 1.6180 +- 0.0149 (windows) at 4,900 (docs/zoo.md).
-  """
-  config.model = _model('mamba', num_layers=4, width=168, d_state=16, d_conv=4, expand=2,
-                        dt_rank=0, dropout=0.0, scan='sequential')
-  config.optim.learning_rate = 2e-3
-
-
-def _gpt(config):
-  """A small nanoGPT (4 layers, 4 heads, width 128, context 64), as nanoGPT's README runs
-  shakespeare_char on a CPU, with AdamW (weight decay 0.1 on matrices) on random windows.
-
-  Measured (2-core CPU, 4,900 steps): val loss 1.5497 +- 0.0076 over windows of 64 from the
-  zero state, 1.5100 under `stream` (sliding windows of 64 scoring their second half).
-  """
-  config.model = _model('gpt', num_layers=4, num_heads=4, width=128, context=64, dropout=0.0,
-                        bias=False)
-  _windows_and_nanogpt_optimizer(config)
-
-
 def _windows_and_nanogpt_optimizer(config, window: int | None = None):
   """Random windows of `window` tokens (default: the model's context), in training and
   evaluation, and nanoGPT's AdamW: lr 1e-3, b2 0.99, weight decay 0.1 on matrices, clip 1.0."""
   config.data.batching = 'windows'
   config.data.seq_len = config.eval.window = window or config.model.context
-  config.optim.name = 'adamw'
-  config.optim.learning_rate = 1e-3
-  config.optim.b2 = 0.99
-  config.optim.weight_decay = 0.1
-  config.optim.decay = 'matrices'
-  config.optim.grad_clip = 1.0
+  for key, value in gpt.NANOGPT_OPTIMIZER.items():
+    group, field = key.split('.')
+    config[group][field] = value
 
 
 def _nanogpt(config):
@@ -248,10 +210,11 @@ def _smoke(config):
   config.parallel.cpu_devices = 1
 
 
-VARIANTS = {'lstm': _lstm, 'mingru': _mingru, 'minlstm': _minlstm, 'hawk': _hawk,
-            'hawk_cpu15': _hawk_cpu15, 'mamba': _mamba, 'gpt': _gpt, 'nanogpt': _nanogpt,
-            'feng_mingru': _feng_min_rnn, 'feng_minlstm': _feng_minlstm,
-            'feng_mamba': _feng_mamba, 'feng_gpt': _feng_gpt, 'smoke': _smoke}
+# The generic variant of every registered model (its declaration), then the named recipes.
+VARIANTS = {name: _declared(name) for name in registry.variants()}
+VARIANTS.update({'hawk_cpu15': _hawk_cpu15, 'nanogpt': _nanogpt, 'feng_mingru': _feng_min_rnn,
+                 'feng_minlstm': _feng_minlstm, 'feng_mamba': _feng_mamba,
+                 'feng_gpt': _feng_gpt, 'smoke': _smoke})
 
 
 def get_config(arg: str | None = None) -> config_dict.ConfigDict:

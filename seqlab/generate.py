@@ -59,7 +59,7 @@ def make_sampler(model: nn.Module, length: int):
 
   @jax.jit
   def prime(params, prime_BxP):
-    carry = model.init_carry(prime_BxP.shape[0])
+    carry = registry.init_carry(model.config, prime_BxP.shape[0])
     logits_BxPxV, carry = model.apply({'params': params}, prime_BxP, carry)
     return carry, logits_BxPxV[:, -1]
 

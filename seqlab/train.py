@@ -73,7 +73,7 @@ def build(config, workdir: pathlib.Path) -> Setup:
   if not 0 < config.train.rollback_lr_factor < 1 or config.train.max_rollbacks < 0:
     raise SeqlabError('need 0 < train.rollback_lr_factor < 1 and train.max_rollbacks >= 0, got '
                       f'{config.train.rollback_lr_factor} and {config.train.max_rollbacks}')
-  rundir.check_compatible(workdir, config_dict, registry.defaults)
+  rundir.check_compatible(workdir, config_dict)
   vocab_path = workdir / data.VOCAB_FILENAME
   vocab = data.Vocabulary.load(vocab_path) if vocab_path.exists() else None
   corpus = data.load_corpus_of(config.data, vocab)

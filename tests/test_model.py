@@ -9,6 +9,7 @@ from conftest import random_params
 from seqlab.models import cells
 from seqlab.models import char_rnn as model_lib
 from seqlab.errors import SeqlabError
+from seqlab.models import registry
 
 CELLS = ['rnn', 'gru', 'lstm']
 
@@ -127,7 +128,7 @@ def test_full_sequence_equals_step_by_step_with_carried_state(cell):
   model, params, config = _lm(cell, embed_size=6)
   apply = jax.jit(lambda tokens, carry: model.apply({'params': params}, tokens, carry))
   tokens = jnp.asarray(np.random.default_rng(0).integers(0, 11, size=(2, 12)), jnp.int32)
-  logits, final = apply(tokens, model.init_carry(2))
+  logits, final = apply(tokens, registry.init_carry(model.config, 2))
   carry, step_logits = model_lib.init_carry(config, 2), []
   for t in range(tokens.shape[1]):
     out, carry = apply(tokens[:, t:t + 1], carry)

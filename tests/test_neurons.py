@@ -14,6 +14,7 @@ from seqlab import data
 from seqlab.models import char_rnn as model_lib
 from seqlab.analysis import neurons
 from seqlab.run import load as runs
+from seqlab.models import registry
 
 
 def _fake_run(cell, text):
@@ -34,7 +35,7 @@ def test_recorded_units_equal_the_models_own_forward_pass(cell):
   assert recording.activations.shape == (len(text), 2 * len(kinds) * 8)
   assert recording.units[:2] == [f'0/{kinds[0]}/0', f'0/{kinds[0]}/1']
   # Reference: one symbol at a time through the ordinary model, reading the carry after each.
-  carry, logits_steps = run.model.init_carry(1), []
+  carry, logits_steps = registry.init_carry(run.model.config, 1), []
   step = jax.jit(lambda token, carry: run.model.apply({'params': run.params}, token, carry))
   for t, token in enumerate(run.vocab.encode(text)):
     logits, carry = step(jnp.array([[token]]), carry)

@@ -9,6 +9,7 @@ from conftest import random_params
 from seqlab.models import cells
 from seqlab.models import char_rnn as model_lib
 from seqlab.models import recurrence
+from seqlab.models import registry
 
 CELLS = ['rnn', 'gru', 'lstm']
 # Model-level cases of the cells other than the LSTM: the full suite (the cell-level tests above
@@ -62,7 +63,7 @@ def test_model_loss_gradients_fused_equal_autodiff(cell, unroll):
   def grads(backward):
     model, params = _model(cell=cell, hidden_size=8, unroll=unroll, backward=backward)
     tokens = jnp.asarray(np.random.default_rng(0).integers(0, 11, size=(4, 10)), jnp.int32)
-    carry0 = jax.tree.map(lambda c: c + 0.1, model.init_carry(4))
+    carry0 = jax.tree.map(lambda c: c + 0.1, registry.init_carry(model.config, 4))
 
     def loss(params, carry):
       logits, final = model.apply({'params': params}, tokens[:, :-1], carry)
@@ -87,7 +88,7 @@ to bf16 precision (about 1% of each gradient's scale), not to fp32's.
     model, params = _model(cell=cell, hidden_size=16, matmul_dtype=dtype, backward=backward)
 
     def loss(params):
-      logits, _ = model.apply({'params': params}, tokens[:, :-1], model.init_carry(4))
+      logits, _ = model.apply({'params': params}, tokens[:, :-1], registry.init_carry(model.config, 4))
       nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), tokens[:, 1:, None], -1).mean()
       return nll, logits
     return jax.jit(jax.value_and_grad(loss, has_aux=True))(params)

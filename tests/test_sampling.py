@@ -13,6 +13,7 @@ from seqlab.models import char_rnn as model_lib
 from seqlab.run import load as runs
 from seqlab.analysis import sample as sample_cli
 from seqlab import generate as sampling
+from seqlab.models import registry
 
 VOCAB = 13
 
@@ -41,7 +42,7 @@ def _apply(model, params, tokens_BxT, carry):
 
 def _step_by_step_greedy(model, params, prime, length):
   """Reference: feed the prime one symbol at a time, then take the argmax in a Python loop."""
-  carry = model.init_carry(1)
+  carry = registry.init_carry(model.config, 1)
   for token in prime:
     logits, carry = _apply(model, params, jnp.array([[token]]), carry)
   out = []
@@ -58,7 +59,7 @@ def _teacher_forced_logits(model, params, prime, generated_BxL):
   tokens = np.concatenate([np.broadcast_to(prime, (len(generated_BxL), len(prime))),
                            generated_BxL[:, :-1]], axis=1)
   logits, _ = _apply(model, params, jnp.asarray(tokens, jnp.int32),
-                     model.init_carry(len(generated_BxL)))
+                     registry.init_carry(model.config, len(generated_BxL)))
   return np.asarray(logits[:, len(prime) - 1:])
 
 

@@ -101,13 +101,13 @@ def test_a_model_field_added_later_resumes_at_its_default(tmp_path):
   leaves the field at its default, and is refused when the config changes it."""
   from seqlab.run import directory as rundir
   config = zoo.get_config('mingru').to_dict()
-  assert 'conv_width' not in config['model']  # as a min_rnn run saved before conv_width
+  del config['model']['conv_width']  # as a min_rnn run saved before conv_width
   (tmp_path / rundir.CONFIG_FILENAME).write_text(json.dumps(config))
   config['model']['conv_width'] = 0  # the default, said explicitly
-  rundir.check_compatible(tmp_path, config, registry.defaults)
+  rundir.check_compatible(tmp_path, config)
   config['model']['conv_width'] = 4
   with pytest.raises(SeqlabError, match='holds a run with model.conv_width=0, but the config says 4'):
-    rundir.check_compatible(tmp_path, config, registry.defaults)
+    rundir.check_compatible(tmp_path, config)
 
 
 def test_adamw_decays_matrices_only_as_nanogpt_does():
@@ -220,12 +220,12 @@ def test_recorded_states_are_the_carry_after_each_symbol(model):
   module = registry.module_of(config)
   params = registry.init_params(config, 3)
   tokens = jnp.asarray(np.random.default_rng(0).integers(0, 11, (1, 6)), jnp.int32)
-  _, variables = module.apply({'params': params}, tokens, module.init_carry(1),
+  _, variables = module.apply({'params': params}, tokens, registry.init_carry(module.config, 1),
                               mutable=['intermediates'])
   recorded = registry.recorded_states(config, variables['intermediates'])
   assert [(layer, kind) for layer, kind, _ in recorded] == [(0, 'h'), (1, 'h')]
   step = jax.jit(lambda params, token, carry: module.apply({'params': params}, token, carry))
-  carry = module.init_carry(1)
+  carry = registry.init_carry(module.config, 1)
   for t in range(6):  # one symbol at a time (== the whole sequence: tests/test_zoo_*.py)
     _, carry = step(params, tokens[:, t:t + 1], carry)
     for layer, _, values_NxH in recorded:

@@ -52,7 +52,7 @@ def _configs(variant: str) -> dict:
 
 def _carry(module):
   """A nonzero carry (>= 0, as minGRU/minLSTM's log-space state must be); the GPT's empty."""
-  zeros = module.init_carry(B)
+  zeros = registry.init_carry(module.config, B)
   if registry.window(module.config) is not None:
     return zeros
   rng = np.random.default_rng(1)
@@ -65,7 +65,7 @@ def _run(variant: str) -> dict:
   modules = {dtype: registry.module_of(config) for dtype, config in _configs(variant).items()}
   tokens = jnp.asarray(np.random.default_rng(0).integers(0, VOCAB, (B, T + 1)), jnp.int32)
   inputs, targets = tokens[:, :-1], tokens[:, 1:]
-  params = random_params(modules['float32'].init, inputs, modules['float32'].init_carry(B))
+  params = random_params(modules['float32'].init, inputs, registry.init_carry(modules['float32'].config, B))
   carry = _carry(modules['float32'])
   optimizer = optax.adam(1e-3)
 
@@ -109,7 +109,7 @@ def test_bf16_keeps_the_carry_float32_and_its_structure(variant):
   out = _run(variant)
   config = _configs(variant)['bfloat16']
   module = registry.module_of(config)
-  expected = _dtypes(module.init_carry(B))  # float32 leaves (and the GPT's int32 positions)
+  expected = _dtypes(registry.init_carry(module.config, B))  # float32 leaves (and the GPT's int32 positions)
   assert jax.tree.structure(out['carry16']) == jax.tree.structure(expected)
   assert _dtypes(out['carry16']) == expected
   for got, want in zip(jax.tree.leaves(out['carry16']), jax.tree.leaves(out['carry32'])):
@@ -127,7 +127,7 @@ def test_bf16_keeps_the_carry_float32_and_its_structure(variant):
       return carry, logits
     return jax.lax.scan(step, carry, tokens_BxN.T)
 
-  carry, logits = jax.eval_shape(sample, out['params'], module.init_carry(B),
+  carry, logits = jax.eval_shape(sample, out['params'], registry.init_carry(module.config, B),
                                  jnp.zeros((B, 3), jnp.int32))
   assert _dtypes(carry) == expected and logits.dtype == jnp.float32
 

@@ -14,6 +14,7 @@ import pytest
 from conftest import random_params
 from seqlab.errors import SeqlabError
 from seqlab.models import gpt
+from seqlab.models import registry
 
 VOCAB = 11
 
@@ -28,7 +29,7 @@ def _config(bias=True, **fields):
 def _params(config, seed=0):
   model = gpt.GPTLM(config)
   return {'params': random_params(model.init, jnp.zeros((1, 1), jnp.int32),
-                                  model.init_carry(1), seed=seed)}
+                                  registry.init_carry(model.config, 1), seed=seed)}
 
 
 @functools.lru_cache(maxsize=None)
@@ -131,15 +132,15 @@ def test_scan_past_the_window_rereads_last_context_tokens():
     def step(carry, token_B):
       logits, carry = model.apply(params, token_B[:, None], carry)
       return carry, logits[:, 0]
-    carry, logits_TxBxV = jax.lax.scan(step, model.init_carry(2), tokens_BxT.T)
+    carry, logits_TxBxV = jax.lax.scan(step, registry.init_carry(model.config, 2), tokens_BxT.T)
     return jnp.swapaxes(logits_TxBxV, 0, 1), carry
 
   logits, carry = scan_logits(params, tokens)
-  first, _ = _apply(config)(params, tokens[:, :8], model.init_carry(2))
+  first, _ = _apply(config)(params, tokens[:, :8], registry.init_carry(model.config, 2))
   _close(logits[:, :8], first)
   # The windows ending at t = 8..19, all in one batch: row (t - 8) * 2 + b.
   windows = jnp.stack([tokens[:, t - 7:t + 1] for t in range(8, 20)]).reshape(-1, 8)
-  fresh, _ = _apply(config)(params, windows, model.init_carry(24))
+  fresh, _ = _apply(config)(params, windows, registry.init_carry(model.config, 24))
   _close(logits[:, 8:], fresh[:, -1].reshape(12, 2, VOCAB).swapaxes(0, 1))
   np.testing.assert_array_equal(carry['pos'], [8, 8])
   np.testing.assert_array_equal(carry['tokens'], tokens[:, 12:])
@@ -195,7 +196,7 @@ def test_longer_than_context_is_an_error():
   model = gpt.GPTLM(config)
   with pytest.raises(SeqlabError, match='model.context=8') as raised:
     jax.eval_shape(model.apply, _params(config), jnp.zeros((2, 9), jnp.int32),
-                   model.init_carry(2))
+                   registry.init_carry(model.config, 2))
   assert '\n' not in str(raised.value)
 
 
@@ -203,7 +204,7 @@ def test_config_fields():
   config = gpt.GPTConfig.from_config({'num_layers': 2, 'width': 12, 'num_heads': 3,
                                       'hidden_size': 99}, vocab_size=5)
   assert (config.head_dim, config.vocab_size, config.context, config.dropout) == (4, 5, 256, 0.2)
-  assert gpt.GPTLM(config).window == 256
+  assert registry.window(config) == 256
   carry = gpt.init_carry(config, 4)
   assert carry['pos'].shape == (4,) and carry['tokens'].shape == (4, 256)
   assert [(c['k'].shape, c['v'].shape) for c in carry['layers']] == [((4, 256, 3, 4),) * 2] * 2
@@ -214,7 +215,7 @@ def test_baby_gpt_parameter_count():
   config = gpt.GPTConfig(vocab_size=65)  # the defaults are the baby GPT
   model = gpt.GPTLM(config)
   shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 1), jnp.int32),
-                          model.init_carry(1))['params']
+                          registry.init_carry(model.config, 1))['params']
   total = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(shapes))
   # d = 384, L = 6, no biases. Per block 12 d^2 + 2d = 1,770,240 (c_attn 3d^2, attn c_proj
   # d^2, c_fc 4d^2, mlp c_proj 4d^2, ln_1 and ln_2 scales d each); x 6 = 10,621,440; ln_f
@@ -228,7 +229,7 @@ def test_baby_gpt_parameter_count():
 def test_init_follows_nanogpt():
   config = gpt.GPTConfig(vocab_size=65, num_layers=2, num_heads=4, width=64, context=32,
                          bias=True)
-  params = gpt.init_params(config, seed=0)
+  params = registry.init_params(config, seed=0)
   block = params['h_1']
   stds = {'c_attn': (block['c_attn']['kernel'], 0.02), 'c_fc': (block['c_fc']['kernel'], 0.02),
           'attn_c_proj': (block['attn_c_proj']['kernel'], 0.01),  # 0.02 / sqrt(2 L)
@@ -247,7 +248,7 @@ def test_init_follows_nanogpt():
 def test_dropout():
   config = _config(dropout=0.2)
   model, params, tokens = gpt.GPTLM(config), _params(config), _tokens(3, 8)
-  carry = model.init_carry(3)
+  carry = registry.init_carry(model.config, 3)
 
   @jax.jit
   def variants(rate, key, other):  # one compilation; `rate` is traced
@@ -273,10 +274,10 @@ def test_dropout():
 def test_adamw_lowers_the_loss():
   config = gpt.GPTConfig(vocab_size=VOCAB, num_layers=2, num_heads=4, width=32, context=16,
                          dropout=0.0)
-  model, params = gpt.GPTLM(config), gpt.init_params(config, seed=0)
+  model, params = gpt.GPTLM(config), registry.init_params(config, seed=0)
   tokens = _tokens(8, 13, seed=5)
   inputs, targets = tokens[:, :-1], tokens[:, 1:]  # 12 < context: the cond's append branch
-  carry = model.init_carry(8)
+  carry = registry.init_carry(model.config, 8)
   optimizer = optax.adamw(3e-3, weight_decay=0.1)
 
   @jax.jit

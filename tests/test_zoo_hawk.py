@@ -9,6 +9,7 @@ import pytest
 from conftest import random_params
 from seqlab.errors import SeqlabError
 from seqlab.models import hawk
+from seqlab.models import registry
 
 V, B, T = 11, 2, 12
 SCANS = hawk.SCANS
@@ -64,7 +65,7 @@ def _close(a, b, **tol):
 
 def test_carry_is_the_whole_state_of_every_layer():
   model, params, config = _model(conv_width=4)
-  carry = model.init_carry(B)
+  carry = registry.init_carry(model.config, B)
   assert [{k: v.shape for k, v in c.items()} for c in carry] == \
       [{'conv': (B, 3, 12), 'rg_lru': (B, 12)}] * 2
   logits, new_carry = _apply(model)(params, _tokens(), carry)
@@ -254,7 +255,7 @@ def test_adam_steps_on_repeating_text_lower_the_loss(scan):
   """The reference's initialisation (init_params), dropout on, 40 Adam steps."""
   config = hawk.HawkConfig(vocab_size=V, num_layers=1, width=16, lru_width=16, dropout=0.1,
                            scan=scan)
-  model, params = hawk.HawkLM(config), hawk.init_params(config, seed=0)
+  model, params = hawk.HawkLM(config), registry.init_params(config, seed=0)
   text = np.tile(np.arange(V), 8)
   windows = np.stack([text[o:o + 25] for o in (0, 3, 5, 8)])
   inputs, targets = jnp.asarray(windows[:, :-1]), jnp.asarray(windows[:, 1:])
@@ -263,7 +264,7 @@ def test_adam_steps_on_repeating_text_lower_the_loss(scan):
   @jax.jit
   def step(params, opt_state, key):
     def loss_fn(params):
-      logits, _ = model.apply({'params': params}, inputs, model.init_carry(4), train=True,
+      logits, _ = model.apply({'params': params}, inputs, registry.init_carry(model.config, 4), train=True,
                               rngs={'dropout': key})
       return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
     loss, grads = jax.value_and_grad(loss_fn)(params)

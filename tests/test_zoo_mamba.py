@@ -11,6 +11,7 @@ import pytest
 from conftest import random_params
 from seqlab.errors import SeqlabError
 from seqlab.models import mamba
+from seqlab.models import registry
 
 CFG = dict(vocab_size=11, num_layers=2, width=8, d_state=4, d_conv=4, expand=2)
 B, T = 2, 12
@@ -22,7 +23,7 @@ def _model(scan='sequential', **overrides):
 
 def _params(model, seed=0):
   tokens = jnp.zeros((B, T), jnp.int32)
-  return random_params(model.init, tokens, model.init_carry(B), seed=seed)
+  return random_params(model.init, tokens, registry.init_carry(model.config, B), seed=seed)
 
 
 def _tokens(seed=0, length=T):
@@ -33,7 +34,7 @@ def _tokens(seed=0, length=T):
 def _random_carry(model, seed=1):
   rng = np.random.default_rng(seed)
   return jax.tree.map(lambda z: jnp.asarray(rng.normal(size=z.shape), jnp.float32),
-                      model.init_carry(B))
+                      registry.init_carry(model.config, B))
 
 
 def _apply(model):
@@ -88,10 +89,10 @@ def test_causal():
   model = _model()
   params, tokens = _params(model), _tokens()
   apply = _apply(model)
-  logits, _ = apply(params, tokens, model.init_carry(B))
+  logits, _ = apply(params, tokens, registry.init_carry(model.config, B))
   t = 6
   changed = tokens.at[:, t].set((tokens[:, t] + 1) % CFG['vocab_size'])
-  logits2, _ = apply(params, changed, model.init_carry(B))
+  logits2, _ = apply(params, changed, registry.init_carry(model.config, B))
   np.testing.assert_array_equal(logits[:, :t], logits2[:, :t])
   assert not np.allclose(logits[:, t:], logits2[:, t:])
 
@@ -201,7 +202,7 @@ def test_config_defaults_and_init():
   config = mamba.MambaConfig(vocab_size=5, num_layers=1, width=40)
   assert (config.d_inner, config.rank, config.d_state, config.d_conv) == (80, 3, 16, 4)
   assert mamba.MambaConfig(vocab_size=5, width=40, dt_rank=7).rank == 7
-  params = mamba.init_params(config, seed=0)
+  params = registry.init_params(config, seed=0)
   mixer = params['mixer_0']
   dt = jax.nn.softplus(mixer['dt_proj']['bias'])
   assert float(dt.min()) >= mamba.DT_MIN * 0.999 and float(dt.max()) <= mamba.DT_MAX * 1.001
@@ -215,7 +216,7 @@ def test_config_defaults_and_init():
 
 def test_dropout_with_a_traced_rate():
   model = _model()
-  params, tokens, carry = _params(model), _tokens(), model.init_carry(B)
+  params, tokens, carry = _params(model), _tokens(), registry.init_carry(model.config, B)
 
   @jax.jit
   def train_logits(rate, key):
@@ -235,11 +236,11 @@ def test_adam_steps_lower_the_loss():
   model = _model(num_layers=1, width=16, vocab_size=4)
   tokens = jnp.asarray(np.stack([text[:-1], np.roll(text, 3)[:-1]]), jnp.int32)
   targets = jnp.asarray(np.stack([text[1:], np.roll(text, 3)[1:]]), jnp.int32)
-  params = mamba.init_params(model.config, seed=0)
+  params = registry.init_params(model.config, seed=0)
   optimizer = optax.adam(1e-2)
 
   def loss_fn(params):
-    logits, _ = model.apply({'params': params}, tokens, model.init_carry(2))
+    logits, _ = model.apply({'params': params}, tokens, registry.init_carry(model.config, 2))
     return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
 
   @jax.jit

@@ -15,6 +15,7 @@ from conftest import random_params
 from seqlab import steps
 from seqlab.errors import SeqlabError
 from seqlab.models import min_rnn
+from seqlab.models import registry
 
 CELLS = ['mingru', 'minlstm']
 VOCAB = 11
@@ -28,7 +29,7 @@ def _config(cell='mingru', log_space=True, scan='associative', **fields):
 
 def _params(config, seed=0):
   model = min_rnn.MinRNNLM(config)
-  return random_params(model.init, jnp.zeros((1, 1), jnp.int32), model.init_carry(1), seed=seed)
+  return random_params(model.init, jnp.zeros((1, 1), jnp.int32), registry.init_carry(model.config, 1), seed=seed)
 
 
 def _tokens(batch, length, seed=0):
@@ -240,7 +241,7 @@ def test_config_fields():
 def test_dropout_traced_rate():
   config = _config('minlstm', True, 'sequential')  # eval forward compiled by the tests above
   model, params, tokens = min_rnn.MinRNNLM(config), {'params': _params(config)}, _tokens(3, 8)
-  carry = model.init_carry(3)
+  carry = registry.init_carry(model.config, 3)
 
   @jax.jit
   def train_logits(rate, key):
@@ -265,12 +266,12 @@ def test_adam_learns_repeating_text(cell, log_space, scan):
   config = min_rnn.MinRNNConfig(vocab_size=len(chars), cell=cell, log_space=log_space,
                                 scan=scan, num_layers=1, width=16, expansion=2, mlp_ratio=0)
   model = min_rnn.MinRNNLM(config)
-  params = min_rnn.init_params(config, seed=0)
+  params = registry.init_params(config, seed=0)
   optimizer = optax.adam(1e-2)
   starts = np.arange(0, len(ids) - 17, 13)[:8]
   inputs = jnp.asarray(np.stack([ids[s:s + 16] for s in starts]))
   targets = jnp.asarray(np.stack([ids[s + 1:s + 17] for s in starts]))
-  carry = model.init_carry(len(starts))
+  carry = registry.init_carry(model.config, len(starts))
 
   def loss_fn(params):
     logits, _ = model.apply({'params': params}, inputs, carry, train=True)
@@ -442,7 +443,7 @@ PARAMS_WITHOUT_CONV = {
 def _param_shapes(config):
   model = min_rnn.MinRNNLM(config)
   shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 1), jnp.int32),
-                          model.init_carry(1))['params']
+                          registry.init_carry(model.config, 1))['params']
   return jax.tree.map(lambda s: tuple(s.shape), shapes)
 
 

@@ -54,7 +54,7 @@ def record(run: runs.LoadedRun, text: str, top_k: int = 5) -> Recording:
   @jax.jit
   def forward(params, ids_1xN):
     (logits_1xNxV, _), variables = run.model.apply(
-        {'params': params}, ids_1xN, run.model.init_carry(1), mutable=['intermediates'])
+        {'params': params}, ids_1xN, registry.init_carry(cfg, 1), mutable=['intermediates'])
     probs = jax.nn.softmax(logits_1xNxV[0], axis=-1)
     top_probs, top_ids = jax.lax.top_k(probs, min(top_k, cfg.vocab_size))
     return variables['intermediates'], top_ids, top_probs

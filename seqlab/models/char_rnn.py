@@ -21,6 +21,7 @@ import jax.numpy as jnp
 
 from seqlab.models import cells
 from seqlab.models import recurrence
+from seqlab.models import registry
 from seqlab.errors import SeqlabError
 
 
@@ -171,10 +172,6 @@ class CharLM(nn.Module):
   """
   config: ModelConfig
 
-  def init_carry(self, batch_size: int):
-    """The zero state for `batch_size` sequences (works on an unbound module)."""
-    return init_carry(self.config, batch_size)
-
   @nn.compact
   def __call__(self, tokens_BxT, carry, *, train: bool = False, dropout_rate=None):
     cfg = self.config
@@ -204,3 +201,47 @@ def init_params(config: ModelConfig, seed: int):
 
 def count_params(params) -> int:
   return int(sum(x.size for x in jax.tree.leaves(params)))
+
+
+def _matrices(config: ModelConfig) -> list[tuple[str, int, int]]:
+  G, H = cells.GATES[config.cell], config.hidden_size
+  out = []
+  for i in range(config.num_layers):
+    if i or config.embed_size:  # layer 0's one-hot input kernel is a row lookup
+      out.append((f'layer_{i}/kernel_ih', H if i else config.embed_size, G * H))
+    out.append((f'layer_{i}/kernel_hh', H, G * H))
+  return out + [('decoder', H, config.vocab_size)]
+
+
+def _neuron_states(config: ModelConfig) -> dict[str, int]:
+  """An LSTM's `c` and `h`, the `h` of the other cells."""
+  H = config.hidden_size
+  return {'c': H, 'h': H} if config.cell == 'lstm' else {'h': H}
+
+
+def _recorded_states(config: ModelConfig, intermediates):
+  found = []
+  for layer in range(config.num_layers):  # time-major, a carry per step
+    (states,) = intermediates[f'layer_{layer}']['states']
+    per_kind = dict(zip(('c', 'h'), states)) if config.cell == 'lstm' else {'h': states}
+    found += [(layer, kind, values[:, 0]) for kind, values in per_kind.items()]
+  return found
+
+
+MODEL = registry.register(registry.Model(
+    name='char_rnn',
+    summary="the post's RNN / GRU / LSTM (`model.cell`), one-hot input, Karpathy's char-rnn",
+    config_class=ModelConfig, module_class=CharLM, init_carry=init_carry,
+    init_params=init_params,  # not jitted: the parameters of runs made before the zoo
+    describe=lambda c: f'{c.num_layers}x{c.hidden_size} {c.cell}',
+    matrices=_matrices,
+    state_size=lambda c, tokens: (2 if c.cell == 'lstm' else 1) * c.hidden_size,
+    neuron_states=_neuron_states, recorded_states=_recorded_states,
+    equivalent={'backward': recurrence.BACKWARDS},
+    free_fields=('dropout', 'unroll', 'backward', 'matmul_dtype'),
+    hparams=('cell', 'num_layers', 'hidden_size', 'dropout'),
+    variants={'lstm': registry.Variant(
+        sizes={'tiny': dict(cell='lstm', num_layers=2, hidden_size=16),
+               '0.8M': dict(cell='lstm', num_layers=2, hidden_size=256),  # 871,745
+               '5M': dict(cell='lstm', num_layers=3, hidden_size=512)},  # 5,415,489
+        doc="configs/shakespeare.py:cpu's 2x256 LSTM, unchanged (the zoo's baseline)")}))

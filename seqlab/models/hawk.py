@@ -56,6 +56,7 @@ import jax.numpy as jnp
 from seqlab.errors import SeqlabError
 from seqlab.models.char_rnn import Dropout
 from seqlab.models.precision import check_matmul_dtype, dense, einsum
+from seqlab.models import registry
 
 SCANS = ('sequential', 'associative')
 SOFT_CAP = 30.0  # common.GriffinConfig.logits_soft_cap
@@ -255,10 +256,6 @@ class HawkLM(nn.Module):
   """
   config: HawkConfig
 
-  def init_carry(self, batch_size: int):
-    """The zero state for `batch_size` sequences (works on an unbound module)."""
-    return init_carry(self.config, batch_size)
-
   @nn.compact
   def __call__(self, tokens_BxT, carry, *, train: bool = False, dropout_rate=None,
                reset_BxT=None):
@@ -279,7 +276,45 @@ class HawkLM(nn.Module):
     return SOFT_CAP * jnp.tanh(logits_BxTxV / SOFT_CAP), tuple(new_carry)
 
 
-def init_params(config: HawkConfig, seed: int):
-  model = HawkLM(config)
-  tokens = jnp.zeros((1, 1), jnp.int32)
-  return jax.jit(model.init)(jax.random.PRNGKey(seed), tokens, init_carry(config, 1))['params']
+def _matrices(config: HawkConfig) -> list[tuple[str, int, int]]:
+  D, L, M = config.width, config.lru, config.mlp_expansion * config.width
+  out = []
+  for i in range(config.num_layers):
+    out += [(f'recurrent_{i}/linear_y', D, L), (f'recurrent_{i}/linear_x', D, L),
+            (f'recurrent_{i}/rg_lru/input_gate', L, L), (f'recurrent_{i}/rg_lru/a_gate', L, L),
+            (f'recurrent_{i}/linear_out', L, D), (f'mlp_{i}/ffw_up_w[0]', D, M),
+            (f'mlp_{i}/ffw_up_w[1]', D, M), (f'mlp_{i}/ffw_down', M, D)]
+  return out + [('embed (tied head)', D, config.vocab_size)]
+
+
+def _stub_scans() -> None:
+  """The scan replaced by elementwise work of the same inputs and shapes (bench profile)."""
+  global linear_scan
+
+  def stub(a_BxTxL, b_BxTxL, h_BxL, scan):
+    del scan
+    h_BxTxL = a_BxTxL * h_BxL[:, None] + b_BxTxL
+    return h_BxTxL, h_BxTxL[:, -1]
+  linear_scan = stub
+
+
+_FIXED = dict(lru_width=0, conv_width=4, mlp_expansion=3, dropout=0.0, scan='sequential')
+MODEL = registry.register(registry.Model(
+    name='hawk', summary="RG-LRU in Griffin's Hawk blocks (De et al. 2024)",
+    config_class=HawkConfig, module_class=HawkLM, init_carry=init_carry,
+    describe=lambda c: f'{c.num_layers}x{c.width} hawk (RG-LRU {c.lru})',
+    matrices=_matrices, state_size=lambda c, tokens: c.conv_width * c.lru,  # h, K-1 conv inputs
+    neuron_states=lambda c: {'h': c.lru},
+    recorded_states=lambda c, inter: [(layer, 'h', inter[f'recurrent_{layer}']['h'][0][0])
+                                      for layer in range(c.num_layers)],  # batch-major
+    equivalent={'scan': SCANS}, free_fields=('dropout', 'scan', 'matmul_dtype'),
+    hparams=('num_layers', 'width', 'dropout'), stub_scans=_stub_scans,
+    variants={'hawk': registry.Variant(
+        sizes={'tiny': dict(_FIXED, num_layers=2, width=16),
+               '0.8M': dict(_FIXED, num_layers=2, width=168),  # 808,080 parameters
+               '5M': dict(_FIXED, num_layers=4, width=296)},  # 4,949,712
+        config={'optim.learning_rate': 2e-3},
+        doc=('De et al. 2024 (Griffin\'s Hawk): RG-LRU + Conv1D(4) recurrent block, gated 3x '
+             'MLP, RMSNorm, following google-deepmind/recurrentgemma. Measured (2-core CPU, '
+             '4,900 steps): best val loss 1.5079 at step 4,000 (stream), 1.5464 +- 0.0136 over '
+             'windows of 256; it overfits without dropout.'))}))

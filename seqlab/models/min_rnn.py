@@ -52,6 +52,7 @@ from seqlab.errors import SeqlabError
 from seqlab.models.precision import check_matmul_dtype, dense
 from seqlab.models.char_rnn import Dropout
 from seqlab.models.mamba import CausalConv1D
+from seqlab.models import registry
 
 CELLS = ('mingru', 'minlstm')
 SCANS = ('sequential', 'associative')
@@ -186,10 +187,6 @@ class MinRNNLM(nn.Module):
   a traced value)."""
   config: MinRNNConfig
 
-  def init_carry(self, batch_size: int):
-    """The zero state for `batch_size` sequences (works on an unbound module)."""
-    return init_carry(self.config, batch_size)
-
   @nn.compact
   def __call__(self, tokens_BxT, carry, *, train: bool = False, dropout_rate: Any = None):
     cfg = self.config
@@ -223,9 +220,64 @@ class MinRNNLM(nn.Module):
     return jnp.swapaxes(logits_TxBxV, 0, 1), tuple(new_carry)
 
 
-def init_params(config: MinRNNConfig, seed: int):
-  """Flax's default initializers (Dense: LeCun normal, zero bias; Embed: normal; norms: 1)."""
-  model = MinRNNLM(config)
-  tokens = jnp.zeros((1, 1), jnp.int32)
-  # Jitted: one compilation instead of one per random op (seconds for a small model on CPU).
-  return jax.jit(model.init)(jax.random.PRNGKey(seed), tokens, init_carry(config, 1))['params']
+def _matrices(config: MinRNNConfig) -> list[tuple[str, int, int]]:
+  D, H, mlp = config.width, config.hidden, int(config.mlp_ratio * config.width)
+  out = []
+  for i in range(config.num_layers):
+    out.append((f'rnn_{i}/gates', D, _GATES[config.cell] * H))
+    if H != D:
+      out.append((f'rnn_out_{i}', H, D))
+    if mlp:
+      out += [(f'mlp_in_{i}', D, mlp), (f'mlp_out_{i}', mlp, D)]
+  return out + [('decoder', D, config.vocab_size)]  # untied
+
+
+def _describe(config: MinRNNConfig) -> str:
+  form = 'log-space' if config.log_space else 'plain'
+  conv = f', conv {config.conv_width}' if config.conv_width else ''
+  return f'{config.num_layers}x{config.width} {config.cell} ({form}, state {config.hidden}{conv})'
+
+
+def _recorded_states(config: MinRNNConfig, intermediates):
+  return [(layer, 'h', intermediates[f'h_{layer}'][0][:, 0])  # time-major
+          for layer in range(config.num_layers)]
+
+
+def _stub_scans() -> None:
+  """The scan replaced by elementwise work of the same inputs and shapes (bench profile)."""
+  global scan_linear
+
+  def stub(a_TxBxH, b_TxBxH, h0_BxH, *, scan, log_space):
+    del scan
+    h_TxBxH = a_TxBxH + b_TxBxH + h0_BxH
+    return jnp.exp(h_TxBxH) if log_space else h_TxBxH
+  scan_linear = stub
+
+
+def _variant(cell: str, widths: tuple[int, int, int], doc: str) -> registry.Variant:
+  fixed = dict(cell=cell, expansion=1.0, mlp_ratio=4.0, dropout=0.0, scan='sequential',
+               log_space=True)
+  return registry.Variant(
+      sizes={'tiny': dict(fixed, num_layers=2, width=widths[0]),
+             '0.8M': dict(fixed, num_layers=2, width=widths[1]),
+             '5M': dict(fixed, num_layers=4, width=widths[2])},
+      config={'optim.learning_rate': 2e-3}, doc=doc)
+
+
+MODEL = registry.register(registry.Model(
+    name='min_rnn', summary='minGRU / minLSTM in residual blocks (Feng et al. 2024)',
+    config_class=MinRNNConfig, module_class=MinRNNLM, init_carry=init_carry,
+    describe=_describe, matrices=_matrices,
+    state_size=lambda c, tokens: c.hidden + (c.conv_width - 1) * c.width * (c.conv_width > 0),
+    neuron_states=lambda c: {'h': c.hidden}, recorded_states=_recorded_states,
+    equivalent={'scan': SCANS}, free_fields=('dropout', 'scan', 'matmul_dtype'),
+    hparams=('cell', 'num_layers', 'width', 'dropout'), stub_scans=_stub_scans,
+    variants={
+        'mingru': _variant('mingru', (16, 200, 352), (  # 829,865 and 5,015,009 parameters
+            'Feng et al. 2024 (minGRU), the paper\'s log-space form, in pre-norm residual blocks '
+            'with a 4x GELU MLP. Measured (2-core CPU, 4,900 steps, best = final checkpoint, '
+            '2026-12-01): val loss 1.4870 (stream), 1.6115 +- 0.0132 over windows of 256.')),
+        'minlstm': _variant('minlstm', (16, 192, 336), (  # 840,065 and 5,024,945 parameters
+            'The minGRU block with minLSTM. Measured (2-core CPU, 4,900 steps, 2026-12-01): '
+            'val loss 1.4942 (stream), 1.6054 +- 0.0133 over windows of 256.')),
+    }))

@@ -1,144 +1,239 @@
-"""Which model a config names: `model.name` -> its config dataclass and Flax module.
+"""Which model a config names: `model.name` -> the declaration its module registered.
 
-Every model maps `(tokens BxT, carry) -> (logits BxTxV float32, carry)`; every leaf of a
-carry is batch-first and all zeros means "nothing read yet", so training, evaluation,
-sampling, sharding and resets treat all models alike. What differs is said here:
+A model is one module that declares itself (`Model`, `Variant`: seqlab/models/declaration.py)
+and calls `register` at import. The models of this package are found by importing every
+module of `seqlab.models` once, when a name is first looked up; a model defined anywhere else
+(a researcher's file beside their config) registers the same way when its module is imported,
+and a config names that module in `model.module` (a file path or a dotted module name), so a
+fresh process given only a run directory (resume, sample, score, a sweep's trials) imports it
+again. docs/zoo.md, "Adding a model", is the contract.
 
-  char_rnn  the post's RNN/GRU/LSTM (`char_rnn`); the default, and the only name a run made
-            before the zoo has (its saved config has no `model.name`).
-  min_rnn   minGRU / minLSTM in residual blocks (`min_rnn`).
-  hawk      RG-LRU in Griffin's Hawk blocks (`hawk`).
-  mamba     selective SSM in Mamba blocks (`mamba`).
-  gpt       decoder-only transformer (`gpt`): its carry is a KV cache of `context` tokens,
-            so it reads windows (data.batching='windows', evaluation window by window).
-
-A config's `model` group holds `name` and exactly the fields of that model's dataclass;
-a field another model has is one error line, not silently ignored.
+A config's `model` group holds `name`, optionally `module`, and exactly the fields of that
+model's config dataclass; a field another model has is one error line, not silently ignored.
 """
 
 import dataclasses
-from typing import Any, NamedTuple
+import hashlib
+import importlib
+import importlib.util
+import os
+import pathlib
+import pkgutil
+import sys
+from typing import Any
 
 import jax
 
 from seqlab.errors import SeqlabError
-from seqlab.models import char_rnn
-from seqlab.models import gpt
-from seqlab.models import hawk
-from seqlab.models import mamba
-from seqlab.models import min_rnn
+from seqlab.models.declaration import Model, Variant, check  # pylint: disable=unused-import
 
-DEFAULT = 'char_rnn'
-_VARIANT = {'char_rnn': 'lstm', 'min_rnn': 'mingru'}  # a configs/zoo.py variant of each model
-
-
-class Family(NamedTuple):
-  config_class: type
-  module_class: type
-  init_params: Any  # (config, seed) -> params
-  init_carry: Any  # (config, batch_size) -> carry
+DEFAULT = 'char_rnn'  # the model of a config without model.name (a run made before the zoo)
+SOURCE_KEY = 'module'  # the model group's key naming the module that defines the model
+_PACKAGE = pathlib.Path(__file__).resolve().parent.parent  # seqlab/
+_MODELS: dict[str, Model] = {}
+_BY_CONFIG: dict[type, Model] = {}
+_found_builtin = False
 
 
-FAMILIES = {
-    'char_rnn': Family(char_rnn.ModelConfig, char_rnn.CharLM, char_rnn.init_params,
-                       char_rnn.init_carry),
-    'min_rnn': Family(min_rnn.MinRNNConfig, min_rnn.MinRNNLM, min_rnn.init_params,
-                      min_rnn.init_carry),
-    'hawk': Family(hawk.HawkConfig, hawk.HawkLM, hawk.init_params, hawk.init_carry),
-    'mamba': Family(mamba.MambaConfig, mamba.MambaLM, mamba.init_params, mamba.init_carry),
-    'gpt': Family(gpt.GPTConfig, gpt.GPTLM, gpt.init_params, gpt.init_carry),
-}
+def register(model: Model) -> Model:
+  """Adds `model` (called at import by the model's own module); returns it, with its source."""
+  frame = sys._getframe(1)  # pylint: disable=protected-access
+  where = frame.f_globals.get('__file__') or frame.f_globals.get('__name__', '?')
+  check(model, str(where))
+  source = str(pathlib.Path(where).resolve()) if os.path.exists(str(where)) else str(where)
+  model = dataclasses.replace(model, source=source)
+  old = _MODELS.get(model.name)
+  if old is not None and old.source != source:
+    raise SeqlabError(f'model.name {model.name!r} is registered twice: by {old.source} and by '
+                      f'{source}; rename one')
+  _MODELS[model.name] = model
+  _BY_CONFIG[model.config_class] = model
+  return model
+
+
+def _find_builtin() -> None:
+  """Imports every module of seqlab.models once (the built-in models register themselves)."""
+  global _found_builtin
+  if _found_builtin:
+    return
+  _found_builtin = True
+  package = importlib.import_module('seqlab.models')
+  for info in pkgutil.iter_modules(package.__path__):
+    importlib.import_module(f'seqlab.models.{info.name}')
+
+
+def is_builtin(model: Model) -> bool:
+  return pathlib.Path(model.source).is_relative_to(_PACKAGE)
+
+
+def load_module(source: str) -> None:
+  """Imports the module that defines a model: a `.py` file's path or a dotted module name.
+  Imported once per process; a module already imported under its own name is reused."""
+  if source.endswith('.py') or os.sep in source:
+    path = pathlib.Path(source).expanduser().resolve()
+    if any(getattr(m, '__file__', None) and pathlib.Path(m.__file__).resolve() == path
+           for m in list(sys.modules.values())):
+      return
+    if not path.is_file():
+      raise SeqlabError(f'model.module {source!r}: no such file; the model of this config or '
+                        'run is defined there (restore it, or set --config.model.module)')
+    name = f'seqlab_model_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}'
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+      spec.loader.exec_module(module)
+    except BaseException:
+      del sys.modules[name]
+      raise
+    return
+  try:
+    importlib.import_module(source)
+  except ModuleNotFoundError as e:
+    raise SeqlabError(f'model.module {source!r} cannot be imported ({e}); the model of this '
+                      'config or run is defined there') from None
+
+
+def names() -> list[str]:
+  """Every registered model name, the package's first (in module order), then the others."""
+  _find_builtin()
+  return list(_MODELS)
+
+
+def get(name: str) -> Model:
+  _find_builtin()
+  if name not in _MODELS:
+    raise SeqlabError(f'unknown model.name {name!r}; use one of {", ".join(_MODELS)} (or set '
+                      f'model.{SOURCE_KEY} to the file that registers it)')
+  return _MODELS[name]
 
 
 def name_of(model_config) -> str:
-  """The model's name in a config group or saved config dict (no name: a pre-zoo run)."""
-  name = dict(model_config).get('name', DEFAULT)
-  if name not in FAMILIES:
-    raise SeqlabError(f'unknown model.name {name!r}; use one of {", ".join(FAMILIES)}')
+  """The model's name in a config group or saved config dict (no name: a pre-zoo run); a
+  `module` there is imported first."""
+  group = dict(model_config)
+  if group.get(SOURCE_KEY):
+    load_module(group[SOURCE_KEY])
+  name = group.get('name', DEFAULT)
+  get(name)
   return name
+
+
+def variants() -> dict[str, tuple[Model, Variant]]:
+  """{variant name: (its model, the Variant)} over every registered model, in order."""
+  out = {}
+  for name in names():
+    for variant_name, variant in _MODELS[name].variants.items():
+      if variant_name in out:
+        raise SeqlabError(f'variant {variant_name!r} is declared by {out[variant_name][0].name} '
+                          f'and by {name}; rename one')
+      out[variant_name] = (_MODELS[name], variant)
+  return out
+
+
+def group_of(variant_name: str, size: str | None = None) -> dict:
+  """The config's `model` group of a variant: at `size` (declaration.SIZES), or its
+  configs/zoo.py fields; with `module` for a model from outside the package."""
+  model, variant = variants()[variant_name]
+  fields = variant.zoo_fields if size is None else dict(variant.sizes[size])
+  return {'name': model.name, **source_field(model), **fields}
+
+
+def source_field(model: Model) -> dict:
+  """{'module': its file} for a model from outside the package ({} for a built-in one)."""
+  return {} if is_builtin(model) else {SOURCE_KEY: model.source}
 
 
 def defaults(name: str) -> dict:
   """{field: default} of a model's config fields (not vocab_size, which the data sets); {}
   for an unknown name (the config check reports it)."""
-  if name not in FAMILIES:
+  _find_builtin()
+  if name not in _MODELS:
     return {}
-  return {f.name: f.default for f in dataclasses.fields(FAMILIES[name].config_class)
+  return {f.name: f.default for f in dataclasses.fields(_MODELS[name].config_class)
           if f.name != 'vocab_size' and f.default is not dataclasses.MISSING}
 
 
-def family_of(config) -> Family:
-  """The family of a model dataclass (as `config_of` returns it)."""
-  for family in FAMILIES.values():
-    if isinstance(config, family.config_class):
-      return family
-  raise TypeError(f'not a model config: {config!r}')
+def free_fields(name: str) -> tuple:
+  """The model fields a run may change when it resumes (its declaration's, and `module`)."""
+  _find_builtin()
+  return (*(_MODELS[name].free_fields if name in _MODELS else ()), SOURCE_KEY)
+
+
+def of(config) -> Model:
+  """The declaration of a model's config dataclass (as `config_of` returns it)."""
+  _find_builtin()
+  model = _BY_CONFIG.get(type(config))
+  if model is None:
+    raise TypeError(f'not a registered model config: {config!r}')
+  return model
 
 
 def config_of(model_config, vocab_size: int):
   """The model dataclass that the `model` group describes, checked (one-line SeqlabErrors)."""
   name = name_of(model_config)
-  config_class = FAMILIES[name].config_class
+  config_class = _MODELS[name].config_class
   fields = {f.name for f in dataclasses.fields(config_class)} - {'vocab_size'}
   given = dict(model_config)
   given.pop('name', None)
+  given.pop(SOURCE_KEY, None)
   foreign = sorted(set(given) - fields)
   if foreign:
+    example = next(iter(_MODELS[name].variants))
     raise SeqlabError(
         f"model.name={name!r} has no field(s) {', '.join(foreign)}; its fields are "
         f"{', '.join(sorted(fields))} (start from a config or variant that declares this model, "
-        f'e.g. configs/zoo.py:{_VARIANT.get(name, name)})')
+        f'e.g. configs/zoo.py:{example})')
   return config_class(vocab_size=vocab_size, **given)
 
 
 def module_of(config):
   """The Flax module of a model dataclass."""
-  return family_of(config).module_class(config)
+  return of(config).module_class(config)
 
 
 def init_params(config, seed: int):
-  return family_of(config).init_params(config, seed)
+  """The model's parameters at initialisation (jitted: one compilation, not one per op)."""
+  model = of(config)
+  if model.init_params is not None:
+    return model.init_params(config, seed)
+  tokens = jax.numpy.zeros((1, 1), jax.numpy.int32)
+  init = jax.jit(model.module_class(config).init)
+  return init(jax.random.PRNGKey(seed), tokens, model.init_carry(config, 1))['params']
 
 
 def init_carry(config, batch_size: int):
-  return family_of(config).init_carry(config, batch_size)
+  """The zero carry of `batch_size` sequences: the one way every command builds a carry."""
+  return of(config).init_carry(config, batch_size)
 
 
 def window(config) -> int | None:
   """How many tokens the model can condition on (None: unbounded, a recurrent state)."""
-  return config.context if isinstance(config, gpt.GPTConfig) else None
+  model = of(config)
+  return None if model.window is None else model.window(config)
+
+
+def state_size(config) -> int:
+  """Numbers of state per layer and token of context (the tasks' x axis of recall)."""
+  return int(of(config).state_size(config))
 
 
 def neuron_states(config) -> dict[str, int]:
-  """{kind: units per layer} of the recurrent states `seqlab.neurons` records: an LSTM's
-  `c` and `h`, the `h` of the other char-rnn cells, of minGRU/minLSTM and of the RG-LRU.
-  Mamba's state (d_inner x d_state per layer) and a GPT's KV cache are not one unit per
-  feature: a SeqlabError says so."""
-  if isinstance(config, char_rnn.ModelConfig):
-    return {'c': config.hidden_size, 'h': config.hidden_size} if config.cell == 'lstm' \
-        else {'h': config.hidden_size}
-  if isinstance(config, min_rnn.MinRNNConfig):
-    return {'h': config.hidden}
-  if isinstance(config, hawk.HawkConfig):
-    return {'h': config.lru}
-  raise SeqlabError(f'seqlab.neurons records recurrent states of units (the char-rnn cells, '
-                    f'minGRU/minLSTM, the RG-LRU); a {describe(config)} has none')
+  """{kind: units per layer} of the recurrent states `seqlab.neurons` records; a SeqlabError
+  for a model that declares none (a matrix-valued state, a KV cache)."""
+  model = of(config)
+  if model.neuron_states is None:
+    recording = [m.name for m in _MODELS.values() if m.neuron_states is not None]
+    raise SeqlabError(f'seqlab.neurons records recurrent states of units (models '
+                      f'{", ".join(recording)}); a {describe(config)} has none')
+  return model.neuron_states(config)
 
 
 def recorded_states(config, intermediates) -> list[tuple[int, str, Any]]:
   """[(layer, kind, N x units)] of one sequence (batch 1) recorded with
   `apply(..., mutable=['intermediates'])`, in the order of `neuron_states`."""
-  found = []
-  for layer in range(config.num_layers):
-    if isinstance(config, char_rnn.ModelConfig):  # time-major, a carry per step
-      (states,) = intermediates[f'layer_{layer}']['states']
-      per_kind = dict(zip(('c', 'h'), states)) if config.cell == 'lstm' else {'h': states}
-      found += [(layer, kind, values[:, 0]) for kind, values in per_kind.items()]
-    elif isinstance(config, min_rnn.MinRNNConfig):  # time-major
-      found.append((layer, 'h', intermediates[f'h_{layer}'][0][:, 0]))
-    else:  # hawk, batch-major
-      found.append((layer, 'h', intermediates[f'recurrent_{layer}']['h'][0][0]))
-  return found
+  neuron_states(config)
+  return of(config).recorded_states(config, intermediates)
 
 
 def count_params(params) -> int:
@@ -147,16 +242,4 @@ def count_params(params) -> int:
 
 def describe(config) -> str:
   """'3x512 lstm', '2x192 mingru (log-space)', '6x384 gpt (6 heads, context 256)', ..."""
-  if isinstance(config, char_rnn.ModelConfig):
-    return f'{config.num_layers}x{config.hidden_size} {config.cell}'
-  if isinstance(config, min_rnn.MinRNNConfig):
-    form = 'log-space' if config.log_space else 'plain'
-    conv = f', conv {config.conv_width}' if config.conv_width else ''
-    return f'{config.num_layers}x{config.width} {config.cell} ({form}, state {config.hidden}{conv})'
-  if isinstance(config, hawk.HawkConfig):
-    return f'{config.num_layers}x{config.width} hawk (RG-LRU {config.lru})'
-  if isinstance(config, mamba.MambaConfig):
-    return f'{config.num_layers}x{config.width} mamba (d_inner {config.d_inner}, ' \
-        f'd_state {config.d_state})'
-  return f'{config.num_layers}x{config.width} gpt ({config.num_heads} heads, ' \
-      f'context {config.context})'
+  return of(config).describe(config)

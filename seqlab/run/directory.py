@@ -12,6 +12,7 @@ import re
 import tempfile
 
 from seqlab.errors import SeqlabError
+from seqlab.models import registry
 
 CONFIG_FILENAME = 'config.json'
 RESULTS_FILENAME = 'results.json'
@@ -19,10 +20,9 @@ SAMPLES_FILENAME = 'samples.md'
 CHECKPOINTS = 'checkpoints'  # CHECKPOINTS/latest/<step>/ and CHECKPOINTS/best/<step>/
 # Config fields that fix the parameters' shapes, the optimizer state or the function the
 # model computes: a run directory refuses to resume with other values. That is every
-# `model` field (and its `name`) except these, which change speed or regularization only.
-FREE_MODEL_FIELDS = ('dropout', 'unroll', 'backward', 'matmul_dtype', 'scan')
+# `model` field (and its `name`) except those its model declares free (speed or
+# regularization only: `registry.Model.free_fields`) and `model.module` (where it is defined).
 SHAPE_FIELDS = (('data', 'vocab'), ('optim', 'name'))
-DEFAULT_MODEL = 'char_rnn'  # the model of a run made before model.name existed
 
 
 def steps_on_disk(workdir: pathlib.Path, which: str = 'latest') -> list[int]:
@@ -55,21 +55,19 @@ def load_json(path: pathlib.Path) -> dict | None:
   return json.loads(path.read_text(encoding='utf-8')) if path.exists() else None
 
 
-def check_compatible(workdir: pathlib.Path, config_dict: dict, model_defaults=None) -> None:
+def check_compatible(workdir: pathlib.Path, config_dict: dict) -> None:
   """Raises if `workdir` holds a run whose parameter shapes differ from `config_dict`'s.
 
-  `model_defaults(name) -> {field: default}` (`registry.defaults`) fills a model field
-  missing from either side: a run saved before a field existed (e.g. min_rnn's conv_width)
-  resumes under a config that states its default.
+  A model field missing from either side is its default (`registry.defaults`): a run saved
+  before a field existed (e.g. min_rnn's conv_width) resumes under a config that states it.
   """
   saved = load_json(pathlib.Path(workdir) / CONFIG_FILENAME)
   if saved is None:
     return
 
   def with_defaults(model: dict) -> dict:
-    model = {'name': DEFAULT_MODEL, **model}
-    known = model_defaults(model['name']) if model_defaults else {}
-    return {**known, **model}
+    model = {'name': registry.DEFAULT, **model}
+    return {**registry.defaults(model['name']), **model}
 
   old_model = with_defaults(saved.get('model', {}))
   new_model = with_defaults(config_dict['model'])
@@ -77,7 +75,7 @@ def check_compatible(workdir: pathlib.Path, config_dict: dict, model_defaults=No
              for group, field in SHAPE_FIELDS]
   changed += [('model', k, old_model.get(k), new_model.get(k))
               for k in sorted(set(old_model) | set(new_model), key=lambda k: (k != 'name', k))
-              if k not in FREE_MODEL_FIELDS]
+              if k not in registry.free_fields(new_model['name'])]
   for group, field, old, new in changed:
     if old != new:
       raise SeqlabError(

@@ -27,15 +27,15 @@ from tensorboardX.proto import api_pb2
 from tensorboardX.proto import plugin_hparams_pb2
 from tensorboardX.proto import summary_pb2
 
+from seqlab.models import registry
 from seqlab.run import directory as rundir
 from seqlab.run import metrics_writer
 
 EXPERIMENT_TAG = '_hparams_/experiment'
 SUFFIX = '.sweep-hparams'
-# Shown after the swept keys when the sweep does not set them: what a reader looks for first.
-CONSTANTS = ('model.name', 'model.cell', 'model.num_layers', 'model.hidden_size', 'model.width',
-             'model.context', 'model.dropout',
-             'optim.learning_rate', 'data.batch_size', 'data.seq_len', 'train.num_steps', 'seed')
+# Shown after the swept keys when the sweep does not set them: what a reader looks for first
+# (the model's own: its declaration's `hparams`, seqlab.models.registry).
+CONSTANTS = ('optim.learning_rate', 'data.batch_size', 'data.seq_len', 'train.num_steps', 'seed')
 # The metrics each trial's recorder writes when it finishes (seqlab/run/recorder.py).
 FINAL_METRICS = ('final/val_loss', 'final/val_bpc', 'final/best_val_loss', 'final/test_loss',
                  'final/test_bpc', 'final/val_loss_stream', 'final/val_loss_windows',
@@ -67,11 +67,17 @@ def _hparam_info(name: str, values: list) -> api_pb2.HParamInfo:
 
 
 def columns(trials: list) -> list[tuple[str, list]]:
-  """(key, each trial's value): the swept keys in declaration order, then CONSTANTS."""
+  """(key, each trial's value): the swept keys in declaration order, then the model's name
+  and the fields its declaration shows (`hparams`), then CONSTANTS."""
   flat = [metrics_writer.flatten_config(json.loads(t.config.to_json_best_effort()))
           for t in trials]
   swept = list(dict.fromkeys(k for t in trials for k in t.overrides))
-  keys = swept + [k for k in CONSTANTS if k not in swept]
+  model_keys = ['model.name']
+  for f in flat:
+    name = registry.name_of({k[len('model.'):]: v for k, v in f.items()
+                             if k in ('model.name', f'model.{registry.SOURCE_KEY}')})
+    model_keys += [f'model.{field}' for field in registry.get(name).hparams]
+  keys = swept + [k for k in dict.fromkeys(model_keys + list(CONSTANTS)) if k not in swept]
   return [(k, [f[k] for f in flat]) for k in keys if all(k in f for f in flat)]
 
 
