@@ -239,7 +239,6 @@ MODEL = registry.register(registry.Model(
     neuron_states=_neuron_states, recorded_states=_recorded_states,
     equivalent={'backward': recurrence.BACKWARDS},
     free_fields=('dropout', 'unroll', 'backward', 'matmul_dtype'),
-    hparams=('cell', 'num_layers', 'hidden_size', 'dropout'),
     variants={'lstm': registry.Variant(
         sizes={'tiny': dict(cell='lstm', num_layers=2, hidden_size=16),
                '0.8M': dict(cell='lstm', num_layers=2, hidden_size=256),  # 871,745

@@ -64,7 +64,6 @@ class Model:
     equivalent     {field: values} that compute the same function (a scan's two forms);
                    the conformance suite checks they agree
     free_fields    fields a run may change when it resumes (speed and regularisation only)
-    hparams        fields a sweep's HParams view shows even where a sweep leaves them alone
     init_params    (config, seed) -> params (default: the module's init on a 1 x 1 input)
     stub_scans     () -> None: replaces the model's time loop by elementwise work for the
                    bench's `--stub_scans` profile (the numbers it trains are not the model's)
@@ -86,7 +85,6 @@ class Model:
   recorded_states: Callable | None = None
   equivalent: Mapping[str, tuple] = dataclasses.field(default_factory=dict)
   free_fields: tuple = ('dropout', 'matmul_dtype')
-  hparams: tuple = ()
   init_params: Callable | None = None
   stub_scans: Callable | None = None
   bench_peer: str | None = None
@@ -114,8 +112,7 @@ def check(model: Model, where: str) -> None:
     raise SeqlabError(f'{where}: {model.name}.config_class must be a dataclass whose first '
                       'field is vocab_size')
   fields = {f.name for f in dataclasses.fields(model.config_class)}
-  for label, names in (('free_fields', model.free_fields), ('hparams', model.hparams),
-                       ('equivalent', tuple(model.equivalent))):
+  for label, names in (('free_fields', model.free_fields), ('equivalent', tuple(model.equivalent))):
     unknown = sorted(set(names) - fields)
     if unknown:
       raise SeqlabError(f'{where}: {model.name}.{label} names no field(s) {", ".join(unknown)}')

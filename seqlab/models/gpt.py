@@ -256,7 +256,7 @@ MODEL = registry.register(registry.Model(
     extra_flops=lambda c: {'attention': 12 * c.num_layers * c.width * c.context},
     window=lambda c: c.context,
     state_size=lambda c, tokens: 2 * c.width * min(tokens, c.context),  # its K and V cache
-    hparams=('num_layers', 'width', 'context', 'dropout'), bench_peer='torch_gpt_train',
+    bench_peer='torch_gpt_train',
     variants={'gpt': registry.Variant(
         sizes={'tiny': dict(_FIXED, num_layers=2, num_heads=2, width=16, context=32),
                '0.8M': dict(_FIXED, num_layers=4, num_heads=4, width=128, context=256),  # 828,672

@@ -308,7 +308,7 @@ MODEL = registry.register(registry.Model(
     recorded_states=lambda c, inter: [(layer, 'h', inter[f'recurrent_{layer}']['h'][0][0])
                                       for layer in range(c.num_layers)],  # batch-major
     equivalent={'scan': SCANS}, free_fields=('dropout', 'scan', 'matmul_dtype'),
-    hparams=('num_layers', 'width', 'dropout'), stub_scans=_stub_scans,
+    stub_scans=_stub_scans,
     variants={'hawk': registry.Variant(
         sizes={'tiny': dict(_FIXED, num_layers=2, width=16),
                '0.8M': dict(_FIXED, num_layers=2, width=168),  # 808,080 parameters

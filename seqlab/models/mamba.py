@@ -272,7 +272,7 @@ MODEL = registry.register(registry.Model(
     matrices=_matrices, extra_flops=_extra_flops,
     state_size=lambda c, tokens: c.d_inner * c.d_state + (c.d_conv - 1) * c.d_inner,
     equivalent={'scan': SCANS}, free_fields=('dropout', 'scan', 'matmul_dtype'),
-    hparams=('num_layers', 'width', 'd_state', 'dropout'), stub_scans=_stub_scans,
+    stub_scans=_stub_scans,
     memory_bound=True,  # its scan: the bench measures memory bandwidth beside its rows
     variants={'mamba': registry.Variant(
         sizes={'tiny': dict(_FIXED, num_layers=2, width=16),

@@ -271,7 +271,7 @@ MODEL = registry.register(registry.Model(
     state_size=lambda c, tokens: c.hidden + (c.conv_width - 1) * c.width * (c.conv_width > 0),
     neuron_states=lambda c: {'h': c.hidden}, recorded_states=_recorded_states,
     equivalent={'scan': SCANS}, free_fields=('dropout', 'scan', 'matmul_dtype'),
-    hparams=('cell', 'num_layers', 'width', 'dropout'), stub_scans=_stub_scans,
+    stub_scans=_stub_scans,
     variants={
         'mingru': _variant('mingru', (16, 200, 352), (  # 829,865 and 5,015,009 parameters
             'Feng et al. 2024 (minGRU), the paper\'s log-space form, in pre-norm residual blocks '

@@ -6,7 +6,9 @@ module of `seqlab.models` once, when a name is first looked up; a model defined 
 (a researcher's file beside their config) registers the same way when its module is imported,
 and a config names that module in `model.module` (a file path or a dotted module name), so a
 fresh process given only a run directory (resume, sample, score, a sweep's trials) imports it
-again. docs/zoo.md, "Adding a model", is the contract.
+again. docs/zoo.md, "Adding a model", is the contract. Importing this module imports no JAX
+(a sweep's own process reads run directories through `seqlab.run.directory`); looking a model
+up imports the model modules, and with them JAX.
 
 A config's `model` group holds `name`, optionally `module`, and exactly the fields of that
 model's config dataclass; a field another model has is one error line, not silently ignored.
@@ -21,8 +23,6 @@ import pathlib
 import pkgutil
 import sys
 from typing import Any
-
-import jax
 
 from seqlab.errors import SeqlabError
 from seqlab.models.declaration import Model, Variant, check  # pylint: disable=unused-import
@@ -194,6 +194,7 @@ def module_of(config):
 
 def init_params(config, seed: int):
   """The model's parameters at initialisation (jitted: one compilation, not one per op)."""
+  import jax  # pylint: disable=g-import-not-at-top
   model = of(config)
   if model.init_params is not None:
     return model.init_params(config, seed)
@@ -237,6 +238,7 @@ def recorded_states(config, intermediates) -> list[tuple[int, str, Any]]:
 
 
 def count_params(params) -> int:
+  import jax  # pylint: disable=g-import-not-at-top
   return int(sum(x.size for x in jax.tree.leaves(params)))
 
 

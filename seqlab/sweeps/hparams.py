@@ -33,8 +33,10 @@ from seqlab.run import metrics_writer
 
 EXPERIMENT_TAG = '_hparams_/experiment'
 SUFFIX = '.sweep-hparams'
-# Shown after the swept keys when the sweep does not set them: what a reader looks for first
-# (the model's own: its declaration's `hparams`, seqlab.models.registry).
+# Shown after the swept keys when the sweep does not set them: what a reader looks for first.
+# Before them: model.name and the fields of the trials' model (a model group holds exactly
+# its config dataclass's fields: `seqlab.models.registry`), read from the configs, so this
+# process imports no model (nor JAX).
 CONSTANTS = ('optim.learning_rate', 'data.batch_size', 'data.seq_len', 'train.num_steps', 'seed')
 # The metrics each trial's recorder writes when it finishes (seqlab/run/recorder.py).
 FINAL_METRICS = ('final/val_loss', 'final/val_bpc', 'final/best_val_loss', 'final/test_loss',
@@ -67,16 +69,13 @@ def _hparam_info(name: str, values: list) -> api_pb2.HParamInfo:
 
 
 def columns(trials: list) -> list[tuple[str, list]]:
-  """(key, each trial's value): the swept keys in declaration order, then the model's name
-  and the fields its declaration shows (`hparams`), then CONSTANTS."""
+  """(key, each trial's value): the swept keys in declaration order, then model.name and
+  the model's other fields, then CONSTANTS (each where every trial has it)."""
   flat = [metrics_writer.flatten_config(json.loads(t.config.to_json_best_effort()))
           for t in trials]
   swept = list(dict.fromkeys(k for t in trials for k in t.overrides))
-  model_keys = ['model.name']
-  for f in flat:
-    name = registry.name_of({k[len('model.'):]: v for k, v in f.items()
-                             if k in ('model.name', f'model.{registry.SOURCE_KEY}')})
-    model_keys += [f'model.{field}' for field in registry.get(name).hparams]
+  model_keys = ['model.name'] + sorted({k for f in flat for k in f if k.startswith('model.')}
+                                        - {'model.name', f'model.{registry.SOURCE_KEY}'})
   keys = swept + [k for k in dict.fromkeys(model_keys + list(CONSTANTS)) if k not in swept]
   return [(k, [f[k] for f in flat]) for k in keys if all(k in f for f in flat)]
 
