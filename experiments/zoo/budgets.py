@@ -126,7 +126,7 @@ def measure_relative_speed(entry, reference, budget: dict, hparams: dict, args,
 def share_speed(entry, source_key: str, budget: dict, args) -> None:
   """Records `entry.key` with `source_key`'s measurement, unmeasured (`same_cost_as`): a
   dropout rung shares the first timed rung above 0 of its model, because every rate above 0
-  runs the same operations (a mask drawn and applied: seqlab.models.char_rnn.Dropout) and only
+  runs the same operations (a mask drawn and applied: seqlab.models.layers.Dropout) and only
   dropout 0 skips them. Timing each rung anew let the machine's noise give two such rungs
   budgets 10% apart (minGRU: 1.109 x and 1.009 x the same reference, pairs 0.99-1.23)."""
   source = budget['entries'][source_key]

@@ -13,13 +13,13 @@ gate block, biases zero except the LSTM forget gate (1.0, Jozefowicz et al.
 
 import dataclasses
 import functools
-from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from seqlab.models import cells
+from seqlab.models.layers import Dropout
 from seqlab.models import recurrence
 from seqlab.models import registry
 from seqlab.errors import SeqlabError
@@ -142,23 +142,6 @@ def _emit_carry(step):
     carry, h = step(carry, xp)
     return carry, (h, carry)
   return step_and_carry
-
-
-class Dropout(nn.Module):
-  """`nn.Dropout` (same masks for the same key), with a rate that may be a traced value.
-
-  A traced rate lets fused sweep trials (`seqlab.sweeps.fused`) differ in dropout
-  inside one compiled step; rate 0 keeps every unit, as `nn.Dropout` does.
-  """
-  rate: Any
-
-  @nn.compact
-  def __call__(self, x, deterministic: bool):
-    if deterministic or (isinstance(self.rate, (int, float)) and self.rate == 0):
-      return x
-    keep = 1.0 - self.rate
-    mask = jax.random.bernoulli(self.make_rng('dropout'), p=keep, shape=x.shape)
-    return jax.lax.select(mask, x / keep, jnp.zeros_like(x))
 
 
 # Inputs in the Dense's dtype, result (and so logits) in fp32.

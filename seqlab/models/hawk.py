@@ -54,7 +54,7 @@ import jax
 import jax.numpy as jnp
 
 from seqlab.errors import SeqlabError
-from seqlab.models.char_rnn import Dropout
+from seqlab.models.layers import Dropout
 from seqlab.models.precision import check_matmul_dtype, dense, einsum
 from seqlab.models import registry
 

@@ -56,7 +56,7 @@ import jax
 import jax.numpy as jnp
 
 from seqlab.errors import SeqlabError
-from seqlab.models.char_rnn import Dropout
+from seqlab.models.layers import CausalConv1D, Dropout, torch_linear, uniform
 from seqlab.models.precision import attend, check_matmul_dtype, dense
 from seqlab.models import registry
 
@@ -114,15 +114,6 @@ def init_carry(config: MambaConfig, batch_size: int):
                for _ in range(config.num_layers))
 
 
-def _torch_linear(scale=1.0, **axes):
-  """PyTorch's default Linear/Conv1d kernel init, uniform(+-1/sqrt(fan_in)), times `scale`."""
-  return nn.initializers.variance_scaling(scale ** 2 / 3, 'fan_in', 'uniform', **axes)
-
-
-def _uniform(bound):
-  return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
-
-
 def _dt_bias(key, shape, dtype=jnp.float32):
   """softplus^-1(dt) with dt log-uniform in [DT_MIN, DT_MAX], at least DT_INIT_FLOOR."""
   log_dt = jax.random.uniform(key, shape) * (math.log(DT_MAX) - math.log(DT_MIN)) + math.log(DT_MIN)
@@ -166,21 +157,6 @@ def selective_scan(u_BxTxE, delta_BxTxE, A_ExN, B_BxTxN, C_BxTxN, D_E, h_BxExN, 
   return y_BxTxE + u_BxTxE * D_E, h_BxExN
 
 
-class CausalConv1D(nn.Module):
-  """Depthwise causal conv over time: y_t = b + sum_k w[k] * x_{t-K+1+k} (PyTorch's Conv1d with
-  groups=E and padding K-1, cut to T), where x_{-K+1} .. x_{-1} come from the carried state."""
-  width: int  # K
-
-  @nn.compact
-  def __call__(self, x_BxTxE, state_BxKm1xE):
-    K, T = self.width, x_BxTxE.shape[1]
-    w_KxE = self.param('kernel', _torch_linear(in_axis=0, out_axis=1), (K, x_BxTxE.shape[-1]))
-    b_E = self.param('bias', _uniform(1 / math.sqrt(K)), (x_BxTxE.shape[-1],))
-    full_BxSxE = jnp.concatenate([state_BxKm1xE, x_BxTxE], axis=1)  # S = K - 1 + T
-    y_BxTxE = b_E + sum(full_BxSxE[:, k:k + T] * w_KxE[k] for k in range(K))
-    return y_BxTxE, full_BxSxE[:, T:]  # the last K - 1 inputs (also when T < K - 1)
-
-
 class MambaMixer(nn.Module):
   """The Mamba mixer (mamba_simple.Mamba): (u BxTxD, carry) -> (out BxTxD, carry)."""
   config: MambaConfig
@@ -189,21 +165,21 @@ class MambaMixer(nn.Module):
   def __call__(self, u_BxTxD, carry):
     cfg = self.config
     E, N, R, mm = cfg.d_inner, cfg.d_state, cfg.rank, cfg.matmul_dtype
-    xz_BxTx2E = dense(2 * E, mm, use_bias=False, kernel_init=_torch_linear(),
+    xz_BxTx2E = dense(2 * E, mm, use_bias=False, kernel_init=torch_linear(),
                       name='in_proj')(u_BxTxD)
     x_BxTxE, z_BxTxE = jnp.split(xz_BxTx2E, 2, axis=-1)
     x_BxTxE, conv_state = CausalConv1D(cfg.d_conv, name='conv1d')(x_BxTxE, carry['conv'])
     x_BxTxE = jax.nn.silu(x_BxTxE)
-    dbc_BxTxM = dense(R + 2 * N, mm, use_bias=False, kernel_init=_torch_linear(),
+    dbc_BxTxM = dense(R + 2 * N, mm, use_bias=False, kernel_init=torch_linear(),
                       name='x_proj')(x_BxTxE)  # M = R + 2N
     dt_BxTxR, B_BxTxN, C_BxTxN = jnp.split(dbc_BxTxM, [R, R + N], axis=-1)
-    delta_BxTxE = jax.nn.softplus(dense(E, mm, kernel_init=_uniform(R ** -0.5),
+    delta_BxTxE = jax.nn.softplus(dense(E, mm, kernel_init=uniform(R ** -0.5),
                                         bias_init=_dt_bias, name='dt_proj')(dt_BxTxR))
     A_ExN = -jnp.exp(self.param('A_log', _a_log, (E, N)))
     D_E = self.param('D', nn.initializers.ones_init(), (E,))
     y_BxTxE, ssm_state = selective_scan(x_BxTxE, delta_BxTxE, A_ExN, B_BxTxN, C_BxTxN, D_E,
                                         carry['ssm'], cfg.scan)
-    out_BxTxD = dense(cfg.width, mm, use_bias=False, kernel_init=_torch_linear(
+    out_BxTxD = dense(cfg.width, mm, use_bias=False, kernel_init=torch_linear(
         1 / math.sqrt(cfg.num_layers)), name='out_proj')(y_BxTxE * jax.nn.silu(z_BxTxE))
     return out_BxTxD, {'conv': conv_state, 'ssm': ssm_state}
 

@@ -11,7 +11,7 @@ Model: embedding -> `num_layers` x block -> RMSNorm -> decoder, where a block is
 Conv (`conv_width` K; 0, the default: none, Conv is the identity and the parameters and carry
 are those of a model without the option): a causal depthwise convolution of width K over time,
 y_t = b + sum_k w[k] ⊙ u_{t-K+1+k} (per channel, width D), of the normalised block input u, whose
-output is what the min-RNN's one gate/candidate Dense reads. It is `mamba.CausalConv1D` (the
+output is what the min-RNN's one gate/candidate Dense reads. It is `layers.CausalConv1D` (the
 same function as hawk.py's Conv1D; this one's initialiser is PyTorch's Conv1d default,
 uniform(±1/sqrt(K)) for kernel and bias, as a PyTorch model would have). Feng et al. (2024,
 appendix) describe their language-model block only as "Conv4 -> minRNN -> MLP" with residual
@@ -39,6 +39,31 @@ numbers as f/(f+i) without a 0/0 when both gates underflow.
 decoder) takes bf16 inputs and kernel and returns float32 (fp32 accumulation; a bias is added
 in fp32); the embedding, the norms, the conv and its state, the gate arithmetic, the scan, the
 carry, the parameters and the logits stay float32 (`precision.py`, the zoo's one rule).
+
+Deviations from the reference (lucidrains/minGRU-pytorch minLM, version 0.2.1, commit
+38b26e119a2e85e70ea53825dc09b91b021afa06). Its same function, log_space=True with
+conv_width=0: minLM(dim=width, depth=num_layers, ff_mult=mlp_ratio, expansion=hidden/width,
+use_lstm=(cell == 'minlstm'), enable_conv=False, dropout=0.), its gate Dense's blocks in the
+order [h̃ | k_z], [h̃ | k_f | k_i]. On shared weights, with the first three items aligned, the
+logits agree to float32 rounding (2.6-3.3e-6 over 32 tokens, 1e-6 against the reference in
+float64; experiments/zoo/references/README.md: max |logit difference| on 4 x 256 random
+tokens, the 0.8M configs/zoo.py variants and width 32):
+- GELU: nn.gelu, the tanh approximation; the reference's nn.GELU() is exact: 4.6-5.5e-4.
+- RMSNorm eps: flax's 1e-6; the reference's is torch's default, float32's epsilon 1.19e-7:
+  1.1-1.3e-4 at 0.8M, 3.7-3.8e-5 at width 32 (it weighs where the stream is small, as the
+  embedding of std 1/sqrt(D) makes it).
+- Biases the reference lacks, on the gate Dense, on OutProj (`rnn_out`) and on the decoder:
+  865 parameters for minGRU at 0.8M (829,865 against 829,000), 1,217 for minLSTM. They start
+  at zero, so the functions agree at init; biases of std 0.1 move the logits by 0.33-0.75.
+- Initialisation, Flax's defaults: embedding N(0, 1/D) (the reference's N(0, 1), 14x at
+  D = 200); kernels truncated normal of std 1/sqrt(fan_in), 1.73x the std of PyTorch's
+  uniform(±1/sqrt(fan_in)); all biases zero (the reference's MLP biases uniform(±1/sqrt(fan_in))).
+  At init (minGRU 0.8M): logit std 1.07 against 0.57, loss 4.71 against 4.33 nats (ln 65 = 4.17).
+- The reference's float32 parallel scan (cumsum, then logcumsumexp) loses digits as T grows:
+  2-3e-5 against itself in float64 at T = 256, where the sequential scan here is at 1e-6.
+- Conv: the reference's enable_conv is x = x + Conv1x1(DepthwiseConv_K(x)) before the block's
+  RMSNorm, not the conv above: conv_width > 0 has no counterpart there. Dropout: the
+  reference's is on the residual stream after each block; here as above (the same at 0).
 """
 
 import dataclasses
@@ -50,8 +75,7 @@ import jax.numpy as jnp
 
 from seqlab.errors import SeqlabError
 from seqlab.models.precision import check_matmul_dtype, dense
-from seqlab.models.char_rnn import Dropout
-from seqlab.models.mamba import CausalConv1D
+from seqlab.models.layers import CausalConv1D, Dropout
 from seqlab.models import registry
 
 CELLS = ('mingru', 'minlstm')
