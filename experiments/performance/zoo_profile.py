@@ -2,7 +2,7 @@ r"""Where a zoo model's train step goes: `python experiments/performance/zoo_pro
 
   python experiments/performance/zoo_profile.py mingru 0.8M --devices 2 --rounds 5
 
-In one process, this compiles variants of the bench's train step (seqlab/bench/worker.py;
+In one process, this compiles variants of the bench's train step (seqlab/bench/measures.py;
 batch 32 x seq 256 for 0.8M and 5M) for one zoo row (seqlab/bench/zoo.py) and times them in
 alternation (round-robin, `--rounds` times; median per variant), so that the load of this
 shared machine, which moves from minute to minute, hits every variant alike:
@@ -10,7 +10,8 @@ shared machine, which moves from minute to minute, hits every variant alike:
   model        the model as the bench trains it (its config's scan form)
   other scan   the other scan form (sequential <-> associative), for a model with a scan
   no scan      its linear recurrence replaced by elementwise work without the time loop
-               (seqlab.bench.worker._stub_scans): the model without its scan
+               (its declared stub_scans: seqlab.bench.measures.stub_model_scans): the model
+               without its scan
   matmuls      only the weight matmuls that the FLOP count counts (seqlab.models.flops.matrices),
                at the step's shapes: x (B*T x in) @ W forward and both backward products, with
                the batch split over the devices as in training. What its 6N FLOPs cost alone.
@@ -56,26 +57,26 @@ def main():
   import jax.numpy as jnp
   import numpy as np
   from seqlab.models import flops
-  from seqlab.bench import worker
+  from seqlab.bench import measures
   from seqlab.bench import zoo
-  from seqlab.models import hawk, mamba, min_rnn, registry
+  from seqlab.bench.timing import VOCAB
+  from seqlab.models import registry
 
   batch, seq_len = zoo.SIZES[args.size]
   placement = parallel.Placement()
   variants = {}
   group = zoo.group(args.model, args.size)
-  config = registry.config_of(group, worker.VOCAB)
+  config = registry.config_of(group, VOCAB)
   count = flops.per_char(config)
-  variants['model'] = worker.build_step(config, placement, batch, seq_len, 100)[0]
+  variants['model'] = measures.build_step(config, placement, batch, seq_len, 100)[0]
   if zoo.has_scan(args.model):
     other = 'associative' if group['scan'] == 'sequential' else 'sequential'
-    variants[f'{other} scan'] = worker.build_step(
-        registry.config_of({**group, 'scan': other}, worker.VOCAB), placement, batch, seq_len,
-        100)[0]
-    saved = min_rnn.scan_linear, hawk.linear_scan, mamba.selective_scan
-    worker._stub_scans()  # pylint: disable=protected-access
-    variants['no scan'] = worker.build_step(config, placement, batch, seq_len, 100)[0]
-    min_rnn.scan_linear, hawk.linear_scan, mamba.selective_scan = saved
+    variants[f'{other} scan'] = measures.build_step(
+        registry.config_of({**group, 'scan': other}, VOCAB), placement, batch, seq_len, 100)[0]
+    # The last step built: the stubs stay for the rest of the process, and nothing else here
+    # traces a model (the steps above are compiled already).
+    measures.stub_model_scans()
+    variants['no scan'] = measures.build_step(config, placement, batch, seq_len, 100)[0]
 
   rows = batch * seq_len
   rng = np.random.default_rng(0)

@@ -1,92 +1,91 @@
-"""The zoo rows of `python -m seqlab.bench`: every model at about 0.8M and 5M parameters.
+"""The zoo rows of `python -m seqlab.bench`: every variant at about 0.8M and 5M parameters.
 
-A row is `MODEL:SIZE` (`--train mingru:0.8M,lstm:0.8M`, or `--zoo 0.8M,5M` for all of them),
-MODEL one of `MODELS`, SIZE one of `SIZES`. Every row trains batch 32 x seq 256 (`tiny`: 8 x
-32, for tests) with Adam and clipping 5, as the LSTM rows do, on random tokens of tiny
-Shakespeare's 65 symbols, with dropout 0 and fp32. Its FLOPs per character are counted per
-model (`seqlab.models.flops`), so its fraction of the matmul ceiling is by its own count.
+A row is `VARIANT:SIZE` (`--train mingru:0.8M,lstm:0.8M`, or `--zoo 0.8M,5M` for all of them),
+VARIANT one of every registered variant (`registry.variants()`: each model's declaration in
+seqlab/models/, or a model from outside the package once its module is imported), SIZE one of
+`SIZES`. `--zoo` rows put the default model's first variant (the LSTM, the baseline every
+row's speed is compared with) first, then the others in the registry's order. Every row trains
+batch 32 x seq 256 (`tiny`: 8 x 32, for tests) with Adam and clipping 5, as the LSTM rows do,
+on random tokens of tiny Shakespeare's 65 symbols, with dropout 0 and fp32. Its FLOPs per
+character are counted per model (`seqlab.models.flops`), so its fraction of the matmul ceiling
+is by its own count.
 
-The 0.8M groups are configs/zoo.py's (the lead's choice; tests/test_bench.py checks they still
-are), except that the GPT reads a window of 256 (zoo.py's CPU GPT: 64) so that it trains on the
-same batch 32 x seq 256 as the others; the 5M groups scale those up (layers and width, the
-rest as at 0.8M). The LSTM beside each size: 0.8M is configs/shakespeare.py:cpu's 2x256 LSTM
-(0.87M; bench shape M), 5M the post's 3x512 LSTM (5.4M; bench shape L's model).
+A row's model group is its variant's declared size (`registry.group_of`, `Variant.sizes`). At
+0.8M that is the variant's configs/zoo.py model (tests/test_bench.py checks it), except where
+the declaration's `zoo` differs: the GPT reads a window of 256 here (configs/zoo.py's CPU GPT:
+64), so that it trains on the same batch 32 x seq 256 as the others; the 5M sizes scale those
+up (layers and width, the rest as at 0.8M). The LSTM beside each size: 0.8M is
+configs/shakespeare.py:cpu's 2x256 LSTM (0.87M; bench shape M), 5M the post's 3x512 LSTM
+(5.4M; bench shape L's model). Importing this module imports no JAX; the rows' lookups import
+the model modules (`seqlab.models.registry`).
 """
 
+from seqlab.bench.timing import VOCAB
+from seqlab.models import registry  # no JAX until a model is looked up
+
 BATCH, SEQ_LEN = 32, 256
-SIZES = {'tiny': (8, 32), '0.8M': (BATCH, SEQ_LEN), '5M': (BATCH, SEQ_LEN)}  # batch, seq_len
+# batch, seq_len of each size every variant declares (tests/test_bench.py: declaration.SIZES)
+SIZES = {'tiny': (8, 32), '0.8M': (BATCH, SEQ_LEN), '5M': (BATCH, SEQ_LEN)}
 
-_MIN = dict(name='min_rnn', expansion=1.0, mlp_ratio=4.0, dropout=0.0, scan='sequential',
-            log_space=True)
-_HAWK = dict(name='hawk', lru_width=0, conv_width=4, mlp_expansion=3, dropout=0.0,
-             scan='sequential')
-_MAMBA = dict(name='mamba', d_state=16, d_conv=4, expand=2, dt_rank=0, dropout=0.0,
-              scan='sequential')
-_GPT = dict(name='gpt', dropout=0.0, bias=False)
 
-# model -> size -> the config's `model` group (registry.config_of). Parameters (all of them;
-# seqlab.models.flops.matmul_params for those the FLOP count uses): in the comments.
-MODELS = {
-    'lstm': {
-        'tiny': dict(name='char_rnn', cell='lstm', num_layers=2, hidden_size=16),
-        '0.8M': dict(name='char_rnn', cell='lstm', num_layers=2, hidden_size=256),  # 871,745
-        '5M': dict(name='char_rnn', cell='lstm', num_layers=3, hidden_size=512),  # 5,415,489
-    },
-    'mingru': {
-        'tiny': dict(_MIN, cell='mingru', num_layers=2, width=16),
-        '0.8M': dict(_MIN, cell='mingru', num_layers=2, width=200),  # 829,865
-        '5M': dict(_MIN, cell='mingru', num_layers=4, width=352),  # 5,015,009
-    },
-    'minlstm': {
-        'tiny': dict(_MIN, cell='minlstm', num_layers=2, width=16),
-        '0.8M': dict(_MIN, cell='minlstm', num_layers=2, width=192),  # 840,065
-        '5M': dict(_MIN, cell='minlstm', num_layers=4, width=336),  # 5,024,945
-    },
-    'hawk': {
-        'tiny': dict(_HAWK, num_layers=2, width=16),
-        '0.8M': dict(_HAWK, num_layers=2, width=168),  # 808,080
-        '5M': dict(_HAWK, num_layers=4, width=296),  # 4,949,712
-    },
-    'mamba': {
-        'tiny': dict(_MAMBA, num_layers=2, width=16),
-        '0.8M': dict(_MAMBA, num_layers=4, width=168),  # 792,624
-        '5M': dict(_MAMBA, num_layers=8, width=304),  # 4,910,816
-    },
-    'gpt': {
-        'tiny': dict(_GPT, num_layers=2, num_heads=2, width=16, context=32),
-        '0.8M': dict(_GPT, num_layers=4, num_heads=4, width=128, context=256),  # 828,672
-        '5M': dict(_GPT, num_layers=6, num_heads=4, width=256, context=256),  # 4,804,096
-    },
-}
-BASELINE = 'lstm'
+def baseline() -> str:
+  """The variant every row is compared with: the default model's first (the LSTM)."""
+  return next(iter(registry.get(registry.DEFAULT).variants))
+
+
+def variant_names() -> list[str]:
+  """Every registered variant, the baseline first."""
+  first = baseline()
+  return [first, *(name for name in registry.variants() if name != first)]
+
+
+def model_of(variant: str) -> registry.Model:
+  """The declaration of the model a variant belongs to."""
+  return registry.variants()[variant][0]
 
 
 def parse(item: str) -> tuple[str, str] | None:
-  """'mingru:0.8M' -> ('mingru', '0.8M'); None if `item` is not a zoo row."""
+  """'mingru:0.8M' -> ('mingru', '0.8M'); None if `item` is not a zoo row. An item whose second
+  part is no size (an LSTM row, 'lstm:S') is told apart without looking the variants up."""
   parts = item.split(':')
-  if len(parts) == 2 and parts[0] in MODELS and parts[1] in SIZES:
+  if len(parts) == 2 and parts[1] in SIZES and parts[0] in registry.variants():
     return parts[0], parts[1]
   return None
 
 
 def rows_of(sizes: list[str]) -> list[tuple[str, str]]:
-  """Every model at each size, the LSTM first (`--zoo SIZES`)."""
-  return [(model, size) for size in sizes for model in MODELS]
+  """Every variant at each size, the baseline first (`--zoo SIZES`)."""
+  return [(variant, size) for size in sizes for variant in variant_names()]
 
 
-def group(model: str, size: str, fields: dict | None = None, scan: str | None = None) -> dict:
+def group(variant: str, size: str, fields: dict | None = None, scan: str | None = None) -> dict:
   """The model group of a row, with those of `fields` that the model has, and `scan`."""
-  from seqlab.models import registry  # pylint: disable=g-import-not-at-top
-  base = dict(MODELS[model][size])
-  known = {f for f in registry.FAMILIES[base['name']].config_class.__dataclass_fields__}
+  base = registry.group_of(variant, size)
+  known = set(model_of(variant).config_class.__dataclass_fields__)
   base.update({k: v for k, v in (fields or {}).items() if k in known})
   if scan and 'scan' in known:
     base['scan'] = scan
   return base
 
 
-def has_scan(model: str) -> bool:
-  return 'scan' in MODELS[model]['tiny']
+def has_scan(variant: str) -> bool:
+  """Whether the model has two forms of its scan (`--scan`): its declared `equivalent`."""
+  return 'scan' in model_of(variant).equivalent
+
+
+def window(model_group: dict) -> int | None:
+  """The tokens a row's model can condition on (None: unbounded); a sampling call of a model
+  with a window stays inside it (its KV cache)."""
+  return registry.window(registry.config_of(model_group, VOCAB))
+
+
+def __getattr__(name: str):
+  """`MODELS`, {variant: {size: model group}}, read from the declarations when asked for (what
+  experiments/zoo/entries.py reads; new code calls `group` or `registry.group_of`)."""
+  if name == 'MODELS':
+    return {variant: {size: registry.group_of(variant, size) for size in SIZES}
+            for variant in variant_names()}
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
 def label(row: dict) -> str:
@@ -123,7 +122,7 @@ def table(rows: list[dict], samples: list[dict], ceiling: float, dtype: str = 'f
       peer = r['torch']
       speed = f'{peer["chars_per_sec"]:,.0f} chars/s (seqlab {r["vs_torch"]:.2f}x)' \
           if 'chars_per_sec' in peer else peer.get('missing', peer.get('error', 'not run'))
-      lines.append(f'| ↳ PyTorch nanoGPT-style peer | {peer.get("num_params", 0):,} | '
+      lines.append(f'| ↳ {peer.get("label", "PyTorch peer")} | {peer.get("num_params", 0):,} | '
                    f'{r["batch"]} x {r["seq_len"]} | 1 | {speed} |' + ' |' * (6 + len(batches)))
   return '\n'.join(lines)
 
@@ -142,6 +141,6 @@ def sample_only_table(samples: list[dict], trained: set) -> str:
 
 
 def split_rows(items: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
-  """(the items that are not zoo rows, the zoo rows as (model, size))."""
+  """(the items that are not zoo rows, the zoo rows as (variant, size))."""
   rows = [parse(item) for item in items]
   return [i for i, r in zip(items, rows) if r is None], [r for r in rows if r is not None]
