@@ -170,7 +170,6 @@ def test_zoo_rows_are_the_declared_variants_and_configs_zoo_py_at_08m():
       config = registry.config_of(zoo.group(variant, size), VOCAB)
       assert low < registry.count_params(
           jax.eval_shape(lambda c=config: registry.init_params(c, 0))) < high
-  assert zoo.MODELS['gpt']['5M'] == registry.group_of('gpt', '5M')  # experiments/zoo/entries.py
   assert zoo.split_rows(['lstm:S', 'mingru:0.8M', 'gpt:5M', 'nosuch:0.8M']) == (
       ['lstm:S', 'nosuch:0.8M'], [('mingru', '0.8M'), ('gpt', '5M')])
   assert zoo.window(zoo.group('gpt', 'tiny')) == 32

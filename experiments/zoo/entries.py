@@ -17,7 +17,7 @@ if str(ROOT) not in sys.path:  # `python experiments/zoo/study.py` as well as `-
   sys.path.insert(0, str(ROOT))
 
 # pylint: disable=wrong-import-position
-from seqlab.bench import zoo as bench_zoo  # the 5M model groups (JAX-free)
+from seqlab.models import registry  # the variants' 5M model groups (imports the models)
 from seqlab.run import directory as rundir
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -138,12 +138,12 @@ def run_dir(runs_dir: pathlib.Path, entry: Entry) -> pathlib.Path:
 
 
 def size_overrides(model: str, size: str, smoke: bool = False) -> dict:
-  """The model fields that make `size` out of the 0.8M variant: seqlab.bench.zoo's 5M group
-  where it differs from its 0.8M group (layers, width, heads; the context is GPT_WINDOWS's).
+  """The model fields that make `size` out of the 0.8M variant: the 5M size the variant
+  declares (registry.group_of) where it differs from its 0.8M one (layers, width, heads; the context is GPT_WINDOWS's).
   {} at 0.8M and in smoke runs."""
   if size == '0.8M' or smoke:
     return {}
-  small, big = bench_zoo.MODELS[model]['0.8M'], bench_zoo.MODELS[model][size]
+  small, big = registry.group_of(model, '0.8M'), registry.group_of(model, size)
   return {f'model.{k}': v for k, v in big.items() if k != 'context' and small.get(k) != v}
 
 

@@ -79,15 +79,6 @@ def window(model_group: dict) -> int | None:
   return registry.window(registry.config_of(model_group, VOCAB))
 
 
-def __getattr__(name: str):
-  """`MODELS`, {variant: {size: model group}}, read from the declarations when asked for (what
-  experiments/zoo/entries.py reads; new code calls `group` or `registry.group_of`)."""
-  if name == 'MODELS':
-    return {variant: {size: registry.group_of(variant, size) for size in SIZES}
-            for variant in variant_names()}
-  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
-
-
 def label(row: dict) -> str:
   scan = f', {row["group"]["scan"]} scan' if 'scan' in row['group'] else ''
   return f'{row["model"]}:{row["size"]} ({row["describe"]}{scan})'
