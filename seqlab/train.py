@@ -82,10 +82,15 @@ def build(config, workdir: pathlib.Path) -> Setup:
     raise SeqlabError(f'the val split of {path} has {len(corpus.val)} symbols; use more text '
                       'or a larger data.val_fraction')
   model_config = registry.config_of(config.model, corpus.vocab.size)
-  # config.json names the file of a model from outside the package, so that a fresh process
-  # given only the run directory (resume, sample, score) imports it again.
-  config_dict['model'] = {**registry.source_field(registry.of(model_config)),
-                          **config_dict['model']}
+  # config.json names the module of a model from outside the package, a file by its absolute
+  # path (the config may name it relative to the working directory, or not at all when its
+  # process imported the model), so that a fresh process given only the run directory
+  # (resume, sample, score) imports it again.
+  source = config_dict['model'].get(registry.SOURCE_KEY)
+  if not source:
+    config_dict['model'].update(registry.source_field(registry.of(model_config)))
+  elif registry.is_file(source):
+    config_dict['model'][registry.SOURCE_KEY] = str(pathlib.Path(source).expanduser().resolve())
   batches = data.make_batches(config.data.batching, corpus.train, config.data.batch_size,
                               config.data.seq_len, config.seed)
   saved_step = checkpoint.latest_step_on_disk(workdir)

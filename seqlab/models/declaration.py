@@ -70,15 +70,17 @@ class Model:
     bench_peer     a `seqlab.bench` worker measurement that times a PyTorch peer of the model
     memory_bound   the bench also measures memory bandwidth beside its rows
   """
-  name: str
-  summary: str
-  config_class: type
-  module_class: type
-  init_carry: Callable
-  describe: Callable
-  matrices: Callable
-  state_size: Callable
-  variants: Mapping[str, Variant]
+  # The required fields default to None, so that a declaration leaving one out is `check`'s
+  # one SeqlabError naming it (at registration), not a TypeError from the constructor.
+  name: str = dataclasses.field(default=None, metadata={'required': True})
+  summary: str = dataclasses.field(default=None, metadata={'required': True})
+  config_class: type = dataclasses.field(default=None, metadata={'required': True})
+  module_class: type = dataclasses.field(default=None, metadata={'required': True})
+  init_carry: Callable = dataclasses.field(default=None, metadata={'required': True})
+  describe: Callable = dataclasses.field(default=None, metadata={'required': True})
+  matrices: Callable = dataclasses.field(default=None, metadata={'required': True})
+  state_size: Callable = dataclasses.field(default=None, metadata={'required': True})
+  variants: Mapping[str, Variant] = dataclasses.field(default=None, metadata={'required': True})
   extra_flops: Callable | None = None
   window: Callable | None = None
   neuron_states: Callable | None = None
@@ -92,8 +94,7 @@ class Model:
   source: str = ''  # filled by the registry: the file that registered it
 
 
-REQUIRED = tuple(f.name for f in dataclasses.fields(Model)
-                 if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+REQUIRED = tuple(f.name for f in dataclasses.fields(Model) if f.metadata.get('required'))
 
 
 def check(model: Model, where: str) -> None:

@@ -66,10 +66,15 @@ def is_builtin(model: Model) -> bool:
   return pathlib.Path(model.source).is_relative_to(_PACKAGE)
 
 
+def is_file(source: str) -> bool:
+  """Whether a `model.module` names a file (a path) rather than a dotted module name."""
+  return source.endswith('.py') or os.sep in source
+
+
 def load_module(source: str) -> None:
   """Imports the module that defines a model: a `.py` file's path or a dotted module name.
   Imported once per process; a module already imported under its own name is reused."""
-  if source.endswith('.py') or os.sep in source:
+  if is_file(source):
     path = pathlib.Path(source).expanduser().resolve()
     if any(getattr(m, '__file__', None) and pathlib.Path(m.__file__).resolve() == path
            for m in list(sys.modules.values())):
