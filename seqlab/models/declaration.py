@@ -49,8 +49,9 @@ class Model:
     describe       config -> '2x168 hawk (RG-LRU 168)', the run header's words
     matrices       config -> [(name, inputs, outputs)]: every weight matrix a character goes
                    through (`seqlab.models.flops`: training FLOPs = 6 x their sizes + extra)
-    state_size     config -> numbers of state per layer and token of context (what a
-                   recurrence carries per layer; an attention layer: its K and V per token)
+    state_size     (config, tokens) -> numbers of state per layer after reading `tokens`
+                   tokens (a recurrence: what it carries, constant; attention: its K and V of
+                   the tokens it keeps)
     variants       {variant name: Variant}, at least one
   Optional:
     extra_flops    config -> {kind: training FLOPs per character} beyond the matrices

@@ -219,9 +219,10 @@ def window(config) -> int | None:
   return None if model.window is None else model.window(config)
 
 
-def state_size(config) -> int:
-  """Numbers of state per layer and token of context (the tasks' x axis of recall)."""
-  return int(of(config).state_size(config))
+def state_size(config, tokens: int) -> int:
+  """Numbers of state per layer after reading `tokens` tokens of context: a recurrence's is
+  constant, attention's grows with the context it keeps (the tasks' x axis of recall)."""
+  return int(of(config).state_size(config, tokens))
 
 
 def neuron_states(config) -> dict[str, int]:
