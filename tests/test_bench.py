@@ -178,8 +178,8 @@ def test_zoo_rows_are_the_declared_variants_and_configs_zoo_py_at_08m():
 
 def test_the_zoo_loop_runs_what_the_declarations_ask_for(monkeypatch):
   """A model's `bench_peer` is timed beside its rows (a worker measurement of that name); a
-  `memory_bound` model's rows ask for the bandwidth; `--scan` and `--stub_scans` reach only the
-  models with a scan; a failure is recorded and the rest run on; each row is set against the
+  `memory_bound` model's rows ask for the bandwidth; `--scan` reaches only the models with a
+  scan, `--stub_scans` those that declare a stub of their time loop; a failure is recorded and the rest run on; each row is set against the
   baseline's. The worker's processes are replaced by a stand-in."""
   calls = []
 

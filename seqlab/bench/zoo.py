@@ -73,6 +73,11 @@ def has_scan(variant: str) -> bool:
   return 'scan' in model_of(variant).equivalent
 
 
+def has_stub(variant: str) -> bool:
+  """Whether the model declares a stub of its time loop (`--stub_scans`)."""
+  return model_of(variant).stub_scans is not None
+
+
 def window(model_group: dict) -> int | None:
   """The tokens a row's model can condition on (None: unbounded); a sampling call of a model
   with a window stays inside it (its KV cache)."""

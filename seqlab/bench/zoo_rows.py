@@ -2,7 +2,7 @@
 with each model's declared PyTorch peer, and their sampling.
 
 A row trains once per scan form (`--scan`, a model with a scan) and device count, and with
-`--stub_scans` once more with its scan removed; a model whose declaration names a
+`--stub_scans` once more with its time loop stubbed (a model that declares `stub_scans`); a model whose declaration names a
 `bench_peer` (`registry.Model`) has that PyTorch measurement timed beside its rows (`--torch`).
 Every row is compared with the baseline's row of its size, batch and device count. Each
 measurement runs in its own process (`spawn.measure`); one that fails is recorded and the
@@ -29,7 +29,7 @@ def train_rows(specs, ceiling: float, steps: int, device_counts: list[int], fiel
     batch, seq_len = zoo.SIZES[size]
     batch = batch_size or batch
     forms = [(scan, False) for scan in (scans if zoo.has_scan(variant) and scans else [None])]
-    if stub_scans and zoo.has_scan(variant):
+    if stub_scans and zoo.has_stub(variant):
       forms.append((None, True))
     for scan, stub in forms:
       group = zoo.group(variant, size, fields, scan)
