@@ -727,3 +727,105 @@ def test_a_stopped_study_stops_rather_than_start_the_next_run(tmp_path):
   assert processes.each([('a', 'a'), ('b', 'b'), ('c', 'c')], step) == 143
   assert calls == ['a', 'b']
   assert '$ ' in (tmp_path / 'b.log').read_text()
+
+
+def test_the_new_models_are_extras_swept_at_three_rates_without_a_dropout_ladder(
+    tmp_path, monkeypatch):
+  """Models added after the plan (issue 30): one seed at 0.8M outside the plan, a three-point
+  learning-rate sweep at dropout 0 on their own budget key, a third of its steps a trial, and
+  `run` trains them at the sweep's pick without a full-budget dropout choice."""
+  from experiments.zoo import sweep_config  # pylint: disable=g-import-not-at-top
+  assert all(not entries.is_new_model(e) for e in entries.select(None))
+  new = entries.select(entries.NEW_MODELS_RECIPE)
+  assert [e.name for e in new] == [f'{m}-0.8M-new-s0' for m in entries.NEW_MODELS]
+  assert [e.name for e in entries.select('lru-0.8M-new')] == ['lru-0.8M-new-s0']
+  assert entries.sweep_key(new[0]) == 'lru-0.8M-new'
+  assert entries.sweep_key(entries.Entry('lru', '0.8M', 0, 'windows')) == 'lru-0.8M'
+  assert not entries.swept(entries.Entry('hawk', '0.8M', 0, 'windows'))
+  for model in entries.NEW_MODELS:
+    trials = sweep_config.get_sweep(model)
+    assert [t['optim.learning_rate'] for t in trials] == list(
+        sweep_config.NEW_MODEL_SWEEPS[model])
+    assert len(trials) == 3 and {t['model.dropout'] for t in trials} == {0.0}
+    assert entries.NEW_MODELS[model][1] in {e.key for e in entries.ENTRIES}
+  assert len(sweep_config.get_sweep('hawk')) == 8  # the plan's sweeps are unchanged
+
+  budget = tmp_path / 'budget.json'
+  budget.write_text(json.dumps({'budget_seconds': 900, 'smoke': False, 'entries': {
+      'lru-0.8M-new': {'seconds_per_step': 0.15, 'steps': 6000, 'overrides': {}}}}))
+  commands = []
+  monkeypatch.setattr(processes, 'run_logged', lambda command, log: commands.append(command) or 0)
+  runs = tmp_path / 'runs'
+  common = ['--only', 'lru-0.8M-new', '--budget_file', str(budget), '--runs_dir', str(runs)]
+  assert study.main(['sweep', *common]) == 0
+  assert commands[0][1:7] == ['launch.py', '--config', 'experiments/zoo/sweep_config.py:lru',
+                              '--workdir', str(runs / 'sweeps' / 'lru'), '--sweep']
+  assert '--config.train.num_steps=2000' in commands[0]
+  assert '--config.eval.window=256' in commands[0]
+  _sweep(runs / 'sweeps' / 'lru', {'a': (0.002, 0.0, 1.60), 'b': (0.004, 0.0, 1.55),
+                                   'c': (0.008, 0.0, 1.58)})
+  hparams = tmp_path / 'hparams.json'
+  assert study.main(['pick', *common, '--hparams_file', str(hparams)]) == 0
+  picked = json.loads(hparams.read_text())
+  assert picked['lru']['overrides'] == {'optim.learning_rate': 0.004, 'model.dropout': 0.0}
+  assert 'full_budget' not in picked['lru']
+  assert study.main(['run', *common, '--hparams_file', str(hparams)]) == 0
+  run = commands[-1]
+  assert run[1:6] == ['launch.py', '--config', 'configs/zoo.py:lru', '--workdir',
+                      str(runs / 'lru-0.8M-new-s0')]
+  assert '--config.optim.learning_rate=0.004' in run and '--config.model.dropout=0.0' in run
+  assert '--config.train.num_steps=6000' in run and '--config.seed=0' in run
+  # A plan model's 0.8M entry still waits for its dropout ladder.
+  hparams.write_text(json.dumps({**picked, 'hawk': picked['lru']}))
+  with pytest.raises(SystemExit, match='no full-budget dropout for hawk'):
+    study.main(['run', '--only', 'hawk-0.8M', '--budget_file', str(budget), '--runs_dir',
+                str(runs), '--hparams_file', str(hparams)])
+
+
+def test_a_new_model_is_timed_in_pairs_with_the_plan_key_it_names(tmp_path, monkeypatch):
+  """A new model has no plan entry of its own: `speed` times it against entries.NEW_MODELS's
+  key (or --relative_to's) and scales that key's measurement from the plan's sitting."""
+  timed = _fake_timings(monkeypatch, [0.20, 0.30, 0.31, 0.21, 0.19, 0.28])
+  budget_file = tmp_path / 'budget.json'
+  reference = entries.NEW_MODELS['lru'][1]
+  budget_file.write_text(json.dumps({'budget_seconds': 900, 'speed_steps': 150, 'entries': {
+      reference: {'seconds_per_step': 0.15, 'steps': 6000}}}))
+  args = study.parser().parse_args(['speed', '--only', 'lru-0.8M-new', '--budget_file',
+                                    str(budget_file)])
+  assert args.fn(args) == 0
+  assert [e.name for e in timed] == [f'{reference}-s0', 'lru-0.8M-new-s0', 'lru-0.8M-new-s0',
+                                     f'{reference}-s0', f'{reference}-s0', 'lru-0.8M-new-s0']
+  written = json.loads(budget_file.read_text())['entries']['lru-0.8M-new']
+  assert written['relative_to'] == reference
+  assert written['ratio'] == pytest.approx(0.31 / 0.21)  # median of 1.5, 1.476, 1.474
+  assert written['steps'] == int(900 // (0.15 * 0.31 / 0.21))
+
+
+def test_the_table_puts_the_new_models_apart_with_their_sweeps(tmp_path):
+  runs = tmp_path / 'runs'
+  for seed, loss in enumerate((1.50, 1.52, 1.54)):
+    _finished(runs, f'lstm-0.8M-s{seed}', loss, loss + 0.1)
+  _finished(runs, 'lru-0.8M-new-s0', 1.49, 1.70)
+  _finished(runs, 'lstm-0.8M-windows-s0', 1.53, 1.58)
+  for run in runs.iterdir():
+    (run / 'config.json').write_text(shakespeare.get_config('smoke').to_json_best_effort())
+  for lr, loss in ((0.002, 1.60), (0.004, 1.55), (0.008, 1.58)):
+    trial = runs / 'sweeps' / 'lru' / f'learning_rate={lr},dropout=0'
+    trial.mkdir(parents=True)
+    (trial / 'config.json').write_text(json.dumps({'optim': {'learning_rate': lr},
+                                                   'model': {'dropout': 0.0}}))
+    (trial / 'results.json').write_text(json.dumps({
+        'steps': 2000, 'val_loss_stream': loss, 'val_loss_windows': loss + 0.05}))
+  budget = tmp_path / 'budget.json'
+  budget.write_text(json.dumps({'budget_seconds': 900, 'smoke': False, 'entries': {}}))
+  assert study.main(['table', '--runs_dir', str(runs), '--budget_file', str(budget), '--out',
+                     str(tmp_path / 'out')]) == 0
+  text = (tmp_path / 'out' / 'table.md').read_text()
+  assert '(3 finished runs of 19)' in text
+  stretch, new = text.split('## New models (outside the plan)')
+  assert '| lru' not in stretch and '| lstm (windows) |' in stretch
+  assert 'New models, one seed, added on 2026-12-08 with a three-point lr sweep' in new
+  row = next(line for line in new.splitlines() if line.startswith('| lru (new) |'))
+  assert row.endswith('| 1/1 | best | +0.0800 |')  # judged against the plan's LSTM seeds
+  assert '| lru | 0.004 | 0 | 2,000 | 1.5500 | 1.6000 | yes |' in new
+  assert '| lru | 0.008 | 0 | 2,000 | 1.5800 | 1.6300 |  |' in new

@@ -45,13 +45,21 @@ def speed(args) -> int:
             f'(`speed --only {copied}`) and run `dropout` again; skipped', flush=True)
       return 0
     if entry.recipe or reference:
-      return measure_against(entry, reference or plan.Entry(entry.model, entry.size, entry.seed),
-                             budget, hparams, args)
+      return measure_against(entry, reference or plan_reference(entry), budget, hparams, args)
     return measure_speed(entry, budget, hparams, args)
 
   status = processes.each(selected.items(), measure)
   print(f'wrote {budget_file}')
   return status
+
+
+def plan_reference(entry):
+  """The plan entry an extra is timed against: its own model's (a recipe's), or for a new
+  model the plan key of similar cost that entries.NEW_MODELS names."""
+  if plan.is_new_model(entry):
+    key = plan.NEW_MODELS[entry.model][1]
+    return next(e for e in plan.ENTRIES if e.key == key)
+  return plan.Entry(entry.model, entry.size, entry.seed)
 
 
 def measure_speed(entry, budget: dict, hparams: dict, args, refuse_busy: bool = False) -> int:

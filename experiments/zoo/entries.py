@@ -96,9 +96,25 @@ RECIPES = {
     # epoch; the windows protocol starts every window from it.
     'windows': {'data.batching': 'windows', 'data.seq_len': 256, 'data.batch_size': 8},
 }
+# Models added to the zoo after the plan's sitting (issue 30), outside the plan: one seed at
+# 0.8M, their variant as it is (dropout 0: no full-budget dropout ladder), the learning rate
+# from a three-point sweep at SWEEP_FRACTION of the budget (sweep_config.NEW_MODEL_SWEEPS),
+# timed in pairs with the plan key of similar cost named here (`speed --only new
+# --relative_to KEY`, whose measurement from the plan's sitting their steps scale).
+NEW_MODELS_RECIPE = 'new'
+RECIPES[NEW_MODELS_RECIPE] = {}  # the variant as it is
+NEW_MODELS_LABEL = 'new models, one seed, added on {date} with a three-point lr sweep at a ' \
+                   'third of the budget'
+NEW_MODELS = {  # model: (the date it was added, the plan key it was timed against)
+    'lru': ('2026-12-08', 'hawk-0.8M'),  # Hawk's RG-LRU is the nearest recurrence
+    # seqlab/models/gla.py: 6.6-12.4k chars/s at 0.8M on the shared CPU (its docstring's
+    # bench), about Hawk's 14.7k; the same streams of 32 x 64
+    'gla': ('2026-12-08', 'hawk-0.8M'),
+}
 # Hawk at 5M first: the study's best model, with the largest gap between the protocols (0.044).
 EXTRAS = (Entry('hawk', '5M', 0, 'windows'), Entry('lstm', '0.8M', 0, 'windows'),
-          Entry('mingru', '0.8M', 0, 'windows'))
+          Entry('mingru', '0.8M', 0, 'windows'),
+          *(Entry(model, '0.8M', 0, NEW_MODELS_RECIPE) for model in NEW_MODELS))
 EVERY_ENTRY = ENTRIES + EXTRAS
 
 # Dropout at the full budget (study.py `dropout`). The sweep's trials see a third of a run's
@@ -115,6 +131,24 @@ FULL_BUDGET_SIZE = '0.8M'
 
 def dropout_candidate(model: str, dropout: float) -> Entry:
   return Entry(model, FULL_BUDGET_SIZE, 0, dropout=dropout)
+
+
+def is_new_model(entry: Entry) -> bool:
+  """An entry of a model added after the plan (NEW_MODELS): swept like a plan model, with
+  three learning rates at dropout 0, and no full-budget dropout ladder."""
+  return entry.recipe == NEW_MODELS_RECIPE
+
+
+def swept(entry: Entry) -> bool:
+  """Whether `sweep` and `pick` take the entry's model: the plan's 0.8M models and the new
+  models."""
+  return entry.size == FULL_BUDGET_SIZE and (not entry.recipe or is_new_model(entry))
+
+
+def sweep_key(entry: Entry) -> str:
+  """The budget.json key whose steps a third of are a sweep trial's: the plan's
+  <model>-0.8M, or a new model's own entry key (timed in pairs against its NEW_MODELS key)."""
+  return entry.key if is_new_model(entry) else f'{entry.model}-{FULL_BUDGET_SIZE}'
 
 
 def hparam_overrides(entry: Entry, hparams: dict) -> dict:

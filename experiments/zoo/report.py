@@ -8,6 +8,7 @@ import statistics
 from experiments.zoo.entries import ENTRIES
 from experiments.zoo.entries import load
 from experiments.zoo.entries import MODELS
+from experiments.zoo.entries import NEW_MODELS
 from experiments.zoo.entries import NOISE_MODEL
 from experiments.zoo.entries import NOISE_SIZE
 from experiments.zoo.entries import SIZES
@@ -118,7 +119,8 @@ def line_styles(runs: list[pathlib.Path]) -> dict:
   for run in runs:
     parts = run.name.split('-')  # model-size[-recipe]-sSEED
     model, size = parts[:2]
-    color = f'C{MODELS.index(model)}' if model in MODELS else None
+    palette = MODELS + tuple(NEW_MODELS)  # a colour of its own for a new model too
+    color = f'C{palette.index(model)}' if model in palette else None
     styles[run.name] = {'color': color,
                         'linestyle': ':' if len(parts) > 3 else '-' if size == '0.8M' else '--'}
   return styles
@@ -220,3 +222,30 @@ def dropout_table(hparams: dict) -> list[str]:
           f'{"-" if windows is None else f"{windows:.4f}"} | {best} | '
           f'{"yes" if run["dropout"] == found["dropout"] else ""} |')
   return lines if chosen_any else []
+
+
+def new_model_sweep_table(runs_dir: pathlib.Path, models: list[str]) -> list[str]:
+  """The sweeps of the models added after the plan (entries.NEW_MODELS): a row per finished
+  trial (learning rate, dropout, steps, final val loss under both protocols), the lowest
+  stream loss of each model marked; [] where none has a finished trial."""
+  lines = ['| model | lr | dropout | steps | val, stream | val, windows | best |',
+           '|---|---:|---:|---:|---:|---:|---|']
+  found = []
+  for model in models:
+    trials = []
+    for trial in sorted((runs_dir / 'sweeps' / model).glob('*/' + rundir.RESULTS_FILENAME)):
+      results, config = load(trial), load(trial.with_name(rundir.CONFIG_FILENAME))
+      if results.get('val_loss_stream') is None or not config:
+        continue
+      trials.append((config['optim']['learning_rate'], config['model'].get('dropout', 0.0),
+                     results))
+    if not trials:
+      continue
+    best = min(r['val_loss_stream'] for _, _, r in trials)
+    for lr, dropout, r in sorted(trials, key=lambda t: (t[0], t[1])):
+      windows = r.get('val_loss_windows')
+      found.append(f'| {model} | {lr:g} | {dropout:g} | {fmt_count(r.get("steps"))} | '
+                   f'{r["val_loss_stream"]:.4f} | '
+                   f'{"-" if windows is None else f"{windows:.4f}"} | '
+                   f'{"yes" if r["val_loss_stream"] == best else ""} |')
+  return lines + found if found else []

@@ -127,9 +127,12 @@ def table(args) -> int:
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   rows = report.table_rows(runs_dir)
-  extras = [r for r in report.table_rows(runs_dir, plan.EXTRAS) if r['n']]
+  stretch = [e for e in plan.EXTRAS if not plan.is_new_model(e)]
+  extras = [r for r in report.table_rows(runs_dir, stretch) if r['n']]
+  new_models = [e for e in plan.EXTRAS if plan.is_new_model(e)]
+  added = [r for r in report.table_rows(runs_dir, new_models) if r['n']]
   floor = report.noise_floor(rows)
-  runs = [run for r in rows + extras for run in r['runs']]
+  runs = [run for r in rows + extras + added for run in r['runs']]
   budget = plan.load(pathlib.Path(args.budget_file))
   window = plan.SMOKE_EVAL_WINDOW if budget.get('smoke') else plan.EVAL_WINDOW
   text = [
@@ -174,6 +177,20 @@ def table(args) -> int:
              'The same budget rule; each recipe (`entries.RECIPES`) on top of its model\'s '
              'plan entry; "vs best" against the plan\'s runs of the size and these.', '',
              report.markdown_table(extras, floor, against=rows + extras)]
+  sweeps = report.new_model_sweep_table(runs_dir, [e.model for e in new_models])
+  if added or sweeps:
+    dates = ', '.join(dict.fromkeys(plan.NEW_MODELS[e.model][0] for e in new_models))
+    text += ['', '## New models (outside the plan)', '',
+             plan.NEW_MODELS_LABEL.format(date=dates).capitalize() + ' (`entries.NEW_MODELS`, '
+             '`sweep_config.NEW_MODEL_SWEEPS`): the same budget rule, their steps from pairs '
+             'timed against a plan key of similar cost; their variant as it is, at dropout 0 '
+             '(no full-budget dropout ladder, where the plan\'s recurrent models but Mamba '
+             'chose 0.1 or 0.2); "vs best" against the plan\'s runs of the size and these.', '']
+    if added:
+      text += [report.markdown_table(added, floor, against=rows + added), '']
+    if sweeps:
+      text += ['Their sweeps (`runs/sweeps/<model>/`), a third of the budget each trial:', '',
+               *sweeps]
   if runs:
     text += [''] + report.pictures(runs, out, window)
   (out / 'table.md').write_text('\n'.join(text) + '\n', encoding='utf-8')

@@ -26,18 +26,31 @@ WIDENED = {
     # then best 1.8414 at x4 (0.004)
 }
 
+# The models added after the plan (entries.NEW_MODELS): three learning rates at dropout 0, a
+# third of the budget each. Centred on the rate the plan's sweeps picked for the nearest plan
+# model (Hawk, minGRU and minLSTM: 0.004, each with 0.008 losing once widened).
+NEW_MODEL_SWEEPS = {
+    'lru': (0.002, 0.004, 0.008),  # 2026-12-08; Hawk's pick 0.004
+    'gla': (0.002, 0.004, 0.008),  # 2026-12-08; the GPT's and Hawk's 0.004, Mamba's 0.002
+}
+NEW_MODEL_DROPOUTS = (0.0,)
+
 
 def get_config(arg: str | None = None):
   return zoo.get_config(arg)
 
 
 def learning_rates(arg: str | None) -> list[float]:
-  base = zoo.get_config(arg).optim.learning_rate
   model = (arg or '').split(',')[0]
+  if model in NEW_MODEL_SWEEPS:
+    return list(NEW_MODEL_SWEEPS[model])
+  base = zoo.get_config(arg).optim.learning_rate
   factors = sorted(LR_FACTORS + WIDENED.get(model, ()))
   return [float(f'{base * factor:.3g}') for factor in factors]
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:
+  model = (arg or '').split(',')[0]
+  dropouts = NEW_MODEL_DROPOUTS if model in NEW_MODEL_SWEEPS else DROPOUTS
   return sweeps.product(sweeps.axis('optim.learning_rate', learning_rates(arg)),
-                        sweeps.axis('model.dropout', list(DROPOUTS)))
+                        sweeps.axis('model.dropout', list(dropouts)))

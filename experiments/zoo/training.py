@@ -35,11 +35,10 @@ def sweep(args) -> int:
   budget = plan.load(budget_file)
   budgets.check_smoke(budget, args.smoke, budget_file)
   runs_dir = runs_dir_of(args)
-  models = list(dict.fromkeys(e.model for e in plan.select(args.only)
-                              if e.size == '0.8M' and not e.recipe))
+  keys = {e.model: plan.sweep_key(e) for e in plan.select(args.only) if plan.swept(e)}
 
   def sweep_one(model: str) -> int:
-    found = budgets.budget_entry(budget, f'{model}-0.8M', budget_file)
+    found = budgets.budget_entry(budget, keys[model], budget_file)
     if found is None:
       return 1
     steps = budgets.planned_steps(found, args.budget_scale, plan.SWEEP_FRACTION)
@@ -57,7 +56,7 @@ def sweep(args) -> int:
     print(f'== sweep of {model} at 0.8M: {steps} steps per trial', flush=True)
     return processes.run_logged(command, runs_dir / 'sweeps' / f'{model}.log')
 
-  return processes.each(((m, m) for m in models), sweep_one)
+  return processes.each(((m, m) for m in keys), sweep_one)
 
 
 def pick(args) -> int:
@@ -66,7 +65,8 @@ def pick(args) -> int:
   hparams_file = pathlib.Path(args.hparams_file)
   hparams = plan.load(hparams_file)
   lines = []
-  for model in dict.fromkeys(e.model for e in plan.select(args.only) if not e.recipe):
+  for model in dict.fromkeys(e.model for e in plan.select(args.only)
+                             if not e.recipe or plan.is_new_model(e)):
     sweep_dir = runs_dir / 'sweeps' / model
     if not sweep_dir.is_dir():
       print(f'note: no sweep of {model} in {sweep_dir}; skipped')
@@ -249,7 +249,7 @@ def run(args) -> int:
                      f'{args.hparams_file}: run `sweep` and `pick` first (or give --unswept to '
                      'train with configs/zoo.py\'s, which is not the study)')
   unchosen = sorted({e.model for e in selected if e.size == plan.FULL_BUDGET_SIZE
-                      and e.dropout is None and e.model in hparams
+                      and e.dropout is None and not plan.is_new_model(e) and e.model in hparams
                       and 'full_budget' not in hparams[e.model]})
   if unchosen and not (args.unswept or args.smoke):
     raise SystemExit(f'error: no full-budget dropout for {", ".join(unchosen)} in '
