@@ -11,6 +11,8 @@ Helpers (import them with `from conftest import ...`):
                                           reads them
   final_params / final_state              a run's checkpoint, restored onto this process's device
   random_params                           random parameters of a model, without compiling its init
+  tiny_config / tiny_zoo_config           a smoke config (shakespeare.py, or a zoo variant) on a
+                                          small text, tinier and shorter
 """
 
 import atexit
@@ -60,6 +62,29 @@ def tiny_config(path, **overrides):
   config = shakespeare.get_config('smoke')
   config.data.path = str(path)
   for key, value in {**TINY, **overrides}.items():
+    group, field = key.split('.')
+    config[group][field] = value
+  return config
+
+
+def tiny_zoo_config(variant: str, text_file, **overrides):
+  """`configs/zoo.py:VARIANT,smoke` on `text_file`, smaller and shorter (16 steps of 4 x 8,
+  evaluated and checkpointed at 8 and 16, no sample during training), with dotted overrides.
+  A model with a window keeps its smoke context; its batches and evaluation windows fit in it."""
+  from configs import zoo  # pylint: disable=g-import-not-at-top
+  from seqlab.models import registry  # pylint: disable=g-import-not-at-top
+  config = zoo.get_config(f'{variant},smoke')
+  config.data.path = str(text_file)
+  fields = {'data.test_fraction': 0.0, 'data.batch_size': 4, 'data.seq_len': 8,
+            'eval.num_streams': 4, 'eval.seq_len': 16, 'eval.window': 16,
+            'log.sample_length': 20, 'train.num_steps': 16, 'eval.every_steps': 8,
+            'log.every_steps': 1, 'log.checkpoint_every_steps': 8, 'log.sample_steps': (),
+            'log.sample_every_steps': 1000, 'log.novelty_num_samples': 0}
+  window = registry.window(registry.config_of(config.model, vocab_size=1))
+  if window is not None:  # the smoke context is 32: the KV cache's append path runs too
+    fields['data.seq_len'] = min(fields['data.seq_len'], window)
+    fields['eval.window'] = fields['eval.seq_len'] = min(fields['eval.window'], window)
+  for key, value in {**fields, **overrides}.items():
     group, field = key.split('.')
     config[group][field] = value
   return config

@@ -1,4 +1,4 @@
-"""`model.matmul_dtype='bfloat16'` for the zoo models (min_rnn, hawk, mamba, gpt).
+"""`model.matmul_dtype='bfloat16'` for every registered model that has the field.
 
 The rule (seqlab.models.min_rnn: `dense`, `einsum`, `attend`): every matmul takes bf16 inputs
 and kernel and returns float32 (fp32 accumulation); the parameters, the carry, the scans, the
@@ -13,6 +13,7 @@ compilation per model (the float32 forward and the bf16 training step in one jit
 other check only traces (jax.eval_shape).
 """
 
+import dataclasses
 import functools
 
 import jax
@@ -29,8 +30,12 @@ from seqlab import train
 from seqlab.errors import SeqlabError
 from seqlab.models import registry
 
-VARIANTS = ['mingru', 'minlstm', 'hawk', 'mamba', 'gpt']
-FAST_ONE = [pytest.param(v, marks=pytest.mark.slow) if v != 'gpt' else v for v in VARIANTS]
+# Every registered variant whose model has a model.matmul_dtype (registry.variants()).
+VARIANTS = [variant for variant, (model, _) in registry.variants().items()
+            if 'matmul_dtype' in {f.name for f in dataclasses.fields(model.config_class)}]
+# The fast tier's one: a model with a window (attention: its q.k and weights.v products in bf16).
+FAST_ONE = [pytest.param(v, marks=[] if registry.variants()[v][0].window else pytest.mark.slow)
+            for v in VARIANTS]
 VOCAB, B, T = 11, 2, 8
 # bf16 keeps 8 significant bits: each operand of a matmul is rounded by up to 2^-9 relative,
 # so a matmul's result is off by about 2^-8 of its scale, and a few such errors add up
