@@ -100,15 +100,18 @@ def load_module(source: str) -> None:
 
 
 def names() -> list[str]:
-  """Every registered model name, the package's first (in module order), then the others."""
+  """Every registered model name: the default, the package's others by name, then those from
+  outside the package in the order they registered (whatever imported what first)."""
   _find_builtin()
-  return list(_MODELS)
+  order = {name: i for i, name in enumerate(_MODELS)}
+  return sorted(_MODELS, key=lambda n: (n != DEFAULT, not is_builtin(_MODELS[n]),
+                                        n if is_builtin(_MODELS[n]) else order[n]))
 
 
 def get(name: str) -> Model:
   _find_builtin()
   if name not in _MODELS:
-    raise SeqlabError(f'unknown model.name {name!r}; use one of {", ".join(_MODELS)} (or set '
+    raise SeqlabError(f'unknown model.name {name!r}; use one of {", ".join(names())} (or set '
                       f'model.{SOURCE_KEY} to the file that registers it)')
   return _MODELS[name]
 
@@ -230,7 +233,7 @@ def neuron_states(config) -> dict[str, int]:
   for a model that declares none (a matrix-valued state, a KV cache)."""
   model = of(config)
   if model.neuron_states is None:
-    recording = [m.name for m in _MODELS.values() if m.neuron_states is not None]
+    recording = [n for n in names() if _MODELS[n].neuron_states is not None]
     raise SeqlabError(f'seqlab.neurons records recurrent states of units (models '
                       f'{", ".join(recording)}); a {describe(config)} has none')
   return model.neuron_states(config)
