@@ -43,6 +43,7 @@ def test_param_paths(variant):
   assert sorted(_paths(_fresh_params(variant))) == GOLDEN[variant]['param_paths']
 
 
+@pytest.mark.slow  # a compiled init per model: the fast tier keeps the paths and the logits
 @pytest.mark.parametrize('variant', list(GOLDEN))
 def test_init_params_bit_for_bit(variant):
   # Equal bit for bit on a CPU: the initialisers draw and scale random numbers, no matmuls.
